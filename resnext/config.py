@@ -1,0 +1,202 @@
+"""Structured-config schemas for every config group.
+
+The dataclasses are registered in Hydra's ConfigStore as `resnext_schema`, which the primary
+config (conf/config.yaml) lists first in its defaults. Every YAML file and every command-line
+override is therefore merged into typed nodes: an unknown key or a value of the wrong type
+fails at composition time with Hydra's own error, before any work starts.
+
+Choices that a type cannot express (an enum-like string, a positive batch) are checked in
+`check_config`, which `train.main` runs before launching anything.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot work; the message says what to change."""
+
+
+@dataclass
+class ModelConfig:
+    # A torchvision ResNet-family builder: resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, resnet50.
+    arch: str = "resnext50_32x4d"
+    zero_init_residual: bool = False
+    # imagenet: 7x7 stride-2 stem + max-pool; cifar: 3x3 stride-1 stem, no max-pool (32 px inputs).
+    stem: str = "imagenet"
+    # batch: BatchNorm2d; group: GroupNorm(32) (batch-independent); frozen: FrozenBatchNorm2d.
+    norm: str = "batch"
+    # Path to a torchvision-format state dict; the head is re-initialised if the class count differs.
+    weights: Optional[str] = None
+    channels_last: bool = False
+    compile: bool = False
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "synthetic"  # synthetic | cifar10 | imagenet | folder
+    root: Optional[str] = None
+    download: bool = False  # cifar10 only: fetch into root when online
+    num_classes: Optional[int] = None  # None: inferred from the data (folder)
+    # Global batch across all ranks; each rank gets batch_size / world_size.
+    batch_size: int = 256
+    val_batch_size: Optional[int] = None  # global as well; None: same as batch_size
+    workers: int = 4  # DataLoader workers per rank
+    pin_memory: bool = True
+    image_size: int = 224  # training crop / synthetic image side
+    val_resize: int = 256  # imagenet/folder: resize before the centre crop
+    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # synthetic only
+    train_size: int = 5000
+    val_size: int = 1000
+    # Use only the first N (train) / M (val) samples: quick checks on a slice of a real dataset.
+    train_subset: Optional[int] = None
+    val_subset: Optional[int] = None
+
+
+@dataclass
+class DeviceConfig:
+    type: str = "auto"  # auto | cpu | cuda | npu
+    # Device indices this node trains on, one process each (the seed's --device-list 0,...,7).
+    # None: [0] for cuda/npu. Ignored for cpu, which uses nprocs.
+    device_list: Optional[List[int]] = None
+    nprocs: int = 1  # cpu only: processes that train together over gloo
+    addr: str = "127.0.0.1"  # rendezvous address for distributed=spawn
+    port: Optional[int] = None  # None: a free port is picked
+    # NPU: torch.npu.set_compile_mode(jit_compile=...); None leaves torch_npu's default.
+    jit_compile: Optional[bool] = None
+
+
+@dataclass
+class AmpConfig:
+    mode: str = "off"  # off | fp16 | bf16 | apex
+    # fp16 / apex: "dynamic" or a number such as 1024 for a static scale.
+    loss_scale: Any = "dynamic"
+    opt_level: Optional[str] = None  # apex: O1 | O2
+    combine_grad: bool = False  # Ascend apex: fuse gradients before the all-reduce
+
+
+@dataclass
+class DistributedConfig:
+    # none: one process; spawn: one process per listed device on this node;
+    # env: join ranks that torchrun or SLURM started (multi-node).
+    mode: str = "none"
+    backend: Optional[str] = None  # None: gloo (cpu), nccl (cuda), hccl (npu)
+    sync_bn: bool = False
+    timeout_min: int = 30
+
+
+@dataclass
+class LaunchConfig:
+    dry_run: bool = False  # print the process plan and exit without touching hardware
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    # Apply no weight decay to norm weights and biases (torchvision's --norm-weight-decay 0).
+    no_decay_norm_bias: bool = False
+    # Scale lr by global_batch / reference_batch: none | linear | sqrt.
+    lr_scaling: str = "none"
+    reference_batch: int = 256
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"  # step | cosine
+    warmup_epochs: float = 0.0  # linear warm-up, stepped per iteration
+    warmup_start_factor: float = 0.01
+    step_epochs: int = 30  # step: multiply lr by gamma every step_epochs
+    gamma: float = 0.1
+    min_lr: float = 0.0  # cosine: the floor it anneals to
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    device: DeviceConfig = MISSING
+    amp: AmpConfig = MISSING
+    distributed: DistributedConfig = MISSING
+    optim: OptimConfig = MISSING
+    schedule: ScheduleConfig = MISSING
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+
+    epochs: int = 90
+    seed: Optional[int] = 0
+    deterministic: bool = False
+    print_freq: int = 10
+    resume: Optional[str] = None  # path to a checkpoint.pth.tar to continue from
+    evaluate: bool = False  # validate only (model.weights or resume), then exit
+    # Stop each epoch after this many training steps (performance runs; None: the whole epoch).
+    max_steps_per_epoch: Optional[int] = None
+    validate: bool = True  # run validation after every epoch
+    fps_warmup_steps: int = 5  # steps left out of FPS (compile, cudnn autotune, warm caches)
+    tensorboard: bool = True
+    progress_bar: Optional[bool] = None  # None: a bar when stdout is a terminal
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="resnext_schema", node=Config)
+
+
+_CHOICES = {
+    "model.arch": ("resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "resnet50"),
+    "model.stem": ("imagenet", "cifar"),
+    "model.norm": ("batch", "group", "frozen"),
+    "dataset.name": ("synthetic", "cifar10", "imagenet", "folder"),
+    "device.type": ("auto", "cpu", "cuda", "npu"),
+    "amp.mode": ("off", "fp16", "bf16", "apex"),
+    "distributed.mode": ("none", "spawn", "env"),
+    "optim.name": ("sgd",),
+    "optim.lr_scaling": ("none", "linear", "sqrt"),
+    "schedule.name": ("step", "cosine"),
+}
+
+
+def _select(cfg: Any, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def check_config(cfg: Any) -> None:
+    """Checks that need more than a type; raises ConfigError naming the key and the fix."""
+    for key, allowed in _CHOICES.items():
+        value = _select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    positive = {
+        "epochs": cfg.epochs,
+        "dataset.batch_size": cfg.dataset.batch_size,
+        "dataset.image_size": cfg.dataset.image_size,
+        "print_freq": cfg.print_freq,
+        "device.nprocs": cfg.device.nprocs,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key}={value} must be at least 1")
+    if cfg.dataset.workers < 0:
+        raise ConfigError(f"dataset.workers={cfg.dataset.workers} must be 0 or more")
+    if cfg.optim.lr <= 0:
+        raise ConfigError(f"optim.lr={cfg.optim.lr} must be positive")
+    if cfg.evaluate and not (cfg.model.weights or cfg.resume):
+        raise ConfigError("evaluate=true needs weights to evaluate: set model.weights=<state dict> "
+                          "or resume=<checkpoint.pth.tar>")
+    if cfg.amp.mode in ("fp16", "apex"):
+        scale = cfg.amp.loss_scale
+        if not (scale == "dynamic" or (isinstance(scale, (int, float)) and scale > 0)):
+            raise ConfigError(f"amp.loss_scale={scale!r} must be 'dynamic' or a positive number such as 1024")
+    if cfg.amp.mode == "apex" and cfg.amp.opt_level not in ("O1", "O2"):
+        raise ConfigError(f"amp.opt_level={cfg.amp.opt_level!r}: apex needs O1 or O2 (amp=apex_o1 or amp=apex_o2)")

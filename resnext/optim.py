@@ -1,0 +1,66 @@
+"""Optimizer and per-iteration lr schedule from the optim/ and schedule/ config groups."""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List
+
+import torch
+from torch import nn
+from torch.optim import lr_scheduler
+
+from .config import ConfigError
+from .devices import Device
+
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def effective_lr(ocfg, global_batch: int) -> float:
+    """optim.lr scaled from optim.reference_batch to the global batch (Goyal et al.'s linear rule, or sqrt)."""
+    ratio = global_batch / ocfg.reference_batch
+    if ocfg.lr_scaling == "linear":
+        return ocfg.lr * ratio
+    if ocfg.lr_scaling == "sqrt":
+        return ocfg.lr * math.sqrt(ratio)
+    return ocfg.lr
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool) -> List[Dict[str, Any]]:
+    if not no_decay_norm_bias:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            (no_decay if isinstance(module, _NORM_TYPES) or name == "bias" else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(ocfg, model: nn.Module, device: Device, lr: float) -> torch.optim.Optimizer:
+    if ocfg.name != "sgd":
+        raise ConfigError(f"optim.name={ocfg.name!r}: only sgd is available")
+    groups = param_groups(model, ocfg.weight_decay, ocfg.no_decay_norm_bias)
+    return device.sgd(groups, lr=lr, momentum=ocfg.momentum, nesterov=ocfg.nesterov,
+                      weight_decay=ocfg.weight_decay)
+
+
+def build_scheduler(scfg, optimizer: torch.optim.Optimizer, epochs: int,
+                    steps_per_epoch: int) -> lr_scheduler.LRScheduler:
+    """A schedule stepped once per iteration: warm-up then step decay or cosine annealing."""
+    total = epochs * steps_per_epoch
+    warmup = min(int(round(scfg.warmup_epochs * steps_per_epoch)), total)
+    if scfg.name == "step":
+        # Decay at every step_epochs counted from the start of training (the PyTorch ImageNet example),
+        # also when a warm-up runs first.
+        step_iters = max(scfg.step_epochs * steps_per_epoch, 1)
+        milestones = [m - warmup for m in range(step_iters, total, step_iters) if m > warmup]
+        main: lr_scheduler.LRScheduler = lr_scheduler.MultiStepLR(optimizer, milestones, gamma=scfg.gamma)
+    elif scfg.name == "cosine":
+        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=scfg.min_lr)
+    else:
+        raise ConfigError(f"schedule.name={scfg.name!r} is not one of step, cosine")
+    if warmup == 0:
+        return main
+    warm = lr_scheduler.LinearLR(optimizer, start_factor=scfg.warmup_start_factor, end_factor=1.0,
+                                 total_iters=warmup)
+    return lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[warmup])

@@ -1,0 +1,157 @@
+"""One rank's whole run: build the components from the config, then epochs of train -> validate -> save.
+
+`fit` is what every process runs, whichever way it was started (in-process, spawned, torchrun, SLURM).
+It returns the best validation Acc@1, which `train.main` hands back to Hydra's sweepers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import time
+from typing import Any, Dict
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from . import checkpoint
+from .amp import MixedPrecision
+from .data import build_loaders
+from .engine import LoopSettings, evaluate, train_one_epoch
+from .launch import RankContext
+from .metrics import MetricsWriter
+from .models import build_model
+from .optim import build_optimizer, build_scheduler, effective_lr
+
+log = logging.getLogger("resnext")
+
+
+def seed_everything(seed: int, ctx: RankContext, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    ctx.device.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    elif ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+
+
+def _prepare_model(cfg: DictConfig, model: nn.Module, ctx: RankContext) -> nn.Module:
+    if cfg.distributed.sync_bn and ctx.distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(ctx.device.torch_device)
+    if cfg.model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _wrap_ddp(model: nn.Module, ctx: RankContext) -> nn.Module:
+    if not ctx.distributed:
+        return model
+    device_ids = None if ctx.device.index is None else [ctx.device.index]
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def _checkpoint_state(cfg: DictConfig, model: nn.Module, optimizer, scheduler, amp: MixedPrecision,
+                      epoch: int, best_acc1: float, ctx: RankContext) -> Dict[str, Any]:
+    return {
+        "epoch": epoch,  # the next epoch to run
+        "arch": cfg.model.arch,
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "amp": amp.state_dict(),
+        "best_acc1": best_acc1,
+        "rng": checkpoint.capture_rng_state(ctx.device.rng_state()),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def fit(cfg: DictConfig, ctx: RankContext) -> float:
+    started = time.time()
+    ctx.device.activate()
+    seed = cfg.seed if cfg.seed is not None else 0
+    seed_everything(seed, ctx, cfg.deterministic)
+
+    loaders = build_loaders(cfg.dataset, seed=seed, rank=ctx.rank, world_size=ctx.world_size,
+                            device_type=ctx.device.type)
+    model = _prepare_model(cfg, build_model(cfg.model, loaders.num_classes), ctx)
+    lr = effective_lr(cfg.optim, cfg.dataset.batch_size)
+    optimizer = build_optimizer(cfg.optim, model, ctx.device, lr)
+    amp = MixedPrecision(cfg.amp, ctx.device)
+    model, optimizer = amp.prepare(model, optimizer)
+    steps_per_epoch = len(loaders.train)
+    if cfg.max_steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    scheduler = build_scheduler(cfg.schedule, optimizer, cfg.epochs, steps_per_epoch)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
+    if ctx.is_main:
+        log.info("%s: %.2fM parameters, %d classes; global batch %d (%d per rank x %d ranks), lr %g%s",
+                 cfg.model.arch, sum(p.numel() for p in model.parameters()) / 1e6, loaders.num_classes,
+                 cfg.dataset.batch_size, cfg.dataset.batch_size // ctx.world_size, ctx.world_size, lr,
+                 f" (optim.lr {cfg.optim.lr} scaled {cfg.optim.lr_scaling})" if lr != cfg.optim.lr else "")
+
+    start_epoch, best_acc1 = 0, 0.0
+    if cfg.resume:
+        state = checkpoint.load_checkpoint(cfg.resume)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        amp.load_state_dict(state["amp"])
+        start_epoch, best_acc1 = state["epoch"], state["best_acc1"]
+        checkpoint.restore_rng_state(state["rng"])
+        ctx.device.set_rng_state(state["rng"]["device"])
+        if ctx.is_main:
+            log.info("resumed from %s at epoch %d (best Acc@1 %.3f)", cfg.resume, start_epoch, best_acc1)
+
+    train_model = _wrap_ddp(model, ctx)
+    if cfg.model.compile:
+        train_model = torch.compile(train_model)
+    settings = LoopSettings(
+        print_freq=cfg.print_freq, fps_warmup_steps=cfg.fps_warmup_steps, max_steps=cfg.max_steps_per_epoch,
+        progress_bar=sys.stdout.isatty() if cfg.progress_bar is None else cfg.progress_bar,
+        channels_last=cfg.model.channels_last)
+
+    if cfg.evaluate:
+        # The unwrapped module: each rank evaluates its own shard, no DDP collectives in the forward.
+        return evaluate(model, loaders.val, criterion, amp, ctx, settings)["acc1"]
+
+    writer = MetricsWriter(ctx.run_dir, cfg.tensorboard) if ctx.is_main else None
+    record: Dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        epoch_start = time.time()
+        loaders.train_sampler.set_epoch(epoch)
+        lr_now = optimizer.param_groups[0]["lr"]
+        train_stats = train_one_epoch(train_model, loaders.train, criterion, optimizer, scheduler, amp, ctx,
+                                      epoch, settings)
+        val_stats = evaluate(model, loaders.val, criterion, amp, ctx, settings) if cfg.validate else {}
+        acc1 = val_stats.get("acc1", 0.0)
+        is_best = acc1 > best_acc1
+        best_acc1 = max(acc1, best_acc1)
+        if ctx.is_main:
+            record = {"epoch": epoch, "lr": lr_now, **train_stats, **val_stats, "best_acc1": best_acc1,
+                      "seconds": time.time() - epoch_start}
+            writer.write(record)
+            checkpoint.save_checkpoint(
+                _checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch + 1, best_acc1, ctx),
+                ctx.run_dir, is_best)
+    if ctx.is_main:
+        writer.close()
+        _write_result(ctx, best_acc1, record, time.time() - started)
+        log.info("done: best Acc@1 %.3f in %.1f s", best_acc1, time.time() - started)
+    return best_acc1
+
+
+def _write_result(ctx: RankContext, best_acc1: float, last: Dict[str, Any], seconds: float) -> None:
+    """result.json: what a sweep summary reads for this job."""
+    result = {"status": "completed", "best_acc1": best_acc1, "final_train_loss": last.get("train_loss"),
+              "fps": last.get("fps"), "wall_time_s": seconds}
+    (ctx.run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
