@@ -1,0 +1,78 @@
+"""Shared test helpers: compose the real conf/ tree, shrink the run, run the CLI in a subprocess."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Sequence
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from resnext.config import register_configs
+
+register_configs()
+
+# A run that takes seconds on a 2-core CPU: the real ResNeXt-50, 16 px synthetic images, few samples.
+TINY = [
+    "dataset=synthetic",
+    "dataset.image_size=16",
+    "dataset.train_size=64",
+    "dataset.val_size=40",
+    "dataset.batch_size=16",
+    "dataset.val_batch_size=20",
+    "epochs=1",
+    "print_freq=2",
+    "fps_warmup_steps=1",
+    "tensorboard=false",
+    "progress_bar=false",
+]
+
+
+def compose_config(overrides: Sequence[str] = (), tiny: bool = True) -> DictConfig:
+    """The config `python -m resnext.train <overrides>` would run, composed from the real conf/ tree."""
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="resnext.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=[*(TINY if tiny else []), *overrides])
+
+
+def run_cli(args: Sequence[str], cwd: Path, timeout: float = 300, env_extra: dict | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m resnext.train <args>` in a fresh process, as a user would run it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    proc = subprocess.run([sys.executable, "-m", "resnext.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def find_run_dir(cwd: Path) -> Path:
+    """The single Hydra run directory under cwd/outputs."""
+    runs = [p.parent for p in (cwd / "outputs").glob("*/*/.hydra")]
+    assert len(runs) == 1, f"expected one run directory, found {runs}"
+    return runs[0]
+
+
+@pytest.fixture(autouse=True)
+def _small_threads() -> None:
+    # Two cores, and pytest's own process is one of the workers: keep intra-op threads modest.
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def tiny_overrides() -> List[str]:
+    return list(TINY)
+
+
+def train_in_process(cfg: DictConfig, run_dir: Path) -> float:
+    """What train.main does after validation, without Hydra: plan the ranks, run them, return best Acc@1."""
+    from resnext import launch
+    from resnext.trainer import fit
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return launch.run(cfg, launch.plan(cfg), run_dir, fit)
