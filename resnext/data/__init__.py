@@ -1,4 +1,5 @@
 """Datasets, transform presets and loaders. `check_dataset` runs before any process starts."""
-from .loaders import Loaders, build_loaders, check_dataset
+from .checks import check_dataset
+from .loaders import Loaders, ShardSampler, build_loaders
 
-__all__ = ["Loaders", "build_loaders", "check_dataset"]
+__all__ = ["Loaders", "ShardSampler", "build_loaders", "check_dataset"]

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Dict, Iterator
 
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from ..config import ConfigError
-from .synthetic import SyntheticDataset
+from .checks import check_dataset
+from .datasets import build_datasets
+
+# Batches each worker keeps ready. An ImageNet batch of 256 is ~150 MB of float32 in shared memory, so
+# 8 workers x 2 is already ~2.4 GB per rank; more would fill /dev/shm on 8-device nodes for no gain.
+PREFETCH_PER_WORKER = 2
 
 
 @dataclass
@@ -35,35 +40,42 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-def check_dataset(dcfg) -> int:
-    """Refuse a missing root or a wrong layout before any work starts; return the class count."""
-    if dcfg.name == "synthetic":
-        return dcfg.num_classes
-    raise ConfigError(f"dataset.name={dcfg.name!r} is not available yet")
-
-
-def _datasets(dcfg, seed: int):
-    if dcfg.name == "synthetic":
-        train = SyntheticDataset(dcfg.train_size, dcfg.image_size, seed, dcfg.num_classes, dcfg.mean, dcfg.std)
-        # A different seed stream for validation: no image is shared with the training set.
-        val = SyntheticDataset(dcfg.val_size, dcfg.image_size, seed + 1_000_003, dcfg.num_classes, dcfg.mean,
-                               dcfg.std)
-        return train, val
-    raise ConfigError(f"dataset.name={dcfg.name!r} is not available yet")
+def _worker_options(dcfg, device_type: str) -> Dict[str, Any]:
+    options: Dict[str, Any] = {
+        "num_workers": dcfg.workers,
+        # Page-locked host memory only helps copies to an accelerator.
+        "pin_memory": dcfg.pin_memory and device_type != "cpu",
+        # Must stay False: workers take their seeds from the torch RNG when each epoch's iterator starts,
+        # and resume restores that RNG, so fresh workers per epoch replay the exact augmentations after a
+        # resume. Persistent workers are seeded once per run: after a resume their random streams would
+        # differ from those of the run that was interrupted.
+        "persistent_workers": False,
+    }
+    if dcfg.workers > 0:  # DataLoader refuses prefetch_factor without workers
+        options["prefetch_factor"] = PREFETCH_PER_WORKER
+    return options
 
 
 def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: str) -> Loaders:
+    """This rank's loaders. dataset.batch_size and val_batch_size are global: each rank gets 1/world_size."""
     if dcfg.batch_size % world_size:
         raise ConfigError(f"dataset.batch_size={dcfg.batch_size} is the global batch and must divide by the "
                           f"world size {world_size}")
     num_classes = check_dataset(dcfg)
-    train_set, val_set = _datasets(dcfg, seed)
-    pin = dcfg.pin_memory and device_type != "cpu"
+    train_set, val_set = build_datasets(dcfg, seed)
+    rank_batch = dcfg.batch_size // world_size
+    # Always a DistributedSampler, also for one process: set_epoch(e) then gives the same order for
+    # epoch e in every run, which is what makes a resumed run exact.
     sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
                                  drop_last=True)
-    train = DataLoader(train_set, batch_size=dcfg.batch_size // world_size, sampler=sampler,
-                       num_workers=dcfg.workers, pin_memory=pin, drop_last=True)
+    if len(sampler) < rank_batch:
+        raise ConfigError(f"the training set has {len(train_set)} samples, {len(sampler)} per rank: not one full "
+                          f"batch of {rank_batch} per rank (dataset.batch_size={dcfg.batch_size} over "
+                          f"{world_size} ranks). Lower dataset.batch_size or raise dataset.train_subset")
+    options = _worker_options(dcfg, device_type)
+    # drop_last: every step sees a full batch, so BatchNorm statistics and the lr per sample stay constant.
+    train = DataLoader(train_set, batch_size=rank_batch, sampler=sampler, drop_last=True, **options)
     val_batch = (dcfg.val_batch_size or dcfg.batch_size) // world_size
     val = DataLoader(val_set, batch_size=max(val_batch, 1), sampler=ShardSampler(len(val_set), rank, world_size),
-                     num_workers=dcfg.workers, pin_memory=pin)
+                     **options)
     return Loaders(train, val, sampler, num_classes)
