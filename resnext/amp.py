@@ -1,41 +1,161 @@
-"""Autocast and loss scaling behind one object the training loop calls."""
+"""Autocast and loss scaling behind one object the training loop calls.
+
+off   plain fp32.
+bf16  torch.autocast(bfloat16); no scaler (bf16 has fp32's exponent range), so also on CPU.
+fp16  torch.autocast(float16) + GradScaler. `loss_scale: dynamic` grows/backs off the scale;
+      a number is a static scale. Steps whose gradients overflow are skipped either way.
+apex  apex.amp.initialize(opt_level O1/O2, loss_scale, Ascend's combine_grad), when apex imports.
+
+`amp_problem` says, before any process starts, when the chosen mode cannot run here.
+"""
 from __future__ import annotations
 
+import inspect
+import logging
+from types import ModuleType
 from typing import Any, ContextManager, Dict, Optional
 
 import torch
 
 from .devices import Device
 
-DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+log = logging.getLogger("resnext")
+
+DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16, "apex": None}
+DYNAMIC_INIT_SCALE = 2.0 ** 16  # GradScaler's own default
+
+
+def import_apex_amp() -> ModuleType:
+    from apex import amp  # optional dependency, only for amp=apex_*
+
+    return amp
+
+
+def amp_problem(acfg, kind: str) -> Optional[str]:
+    """None when amp mode `acfg.mode` can run on device type `kind` here; else what to do instead."""
+    if acfg.mode == "apex":
+        if kind == "cpu":
+            return f"amp=apex_{acfg.opt_level.lower()} needs a cuda or npu device: on cpu use amp=bf16"
+        try:
+            apex_amp = import_apex_amp()
+        except Exception as err:  # ImportError, or a broken apex build failing while it loads its extensions
+            return (f"amp=apex_{acfg.opt_level.lower()} needs apex, which does not import here ({err}). Use "
+                    "torch's native mixed precision instead: amp=fp16 (amp.loss_scale=1024 for the seed's "
+                    "static scale). apex must be built from source (NVIDIA apex, or Ascend's apex for NPU); "
+                    "never `pip install apex`, which is an unrelated package")
+        if acfg.combine_grad and "combine_grad" not in inspect.signature(apex_amp.initialize).parameters:
+            return ("amp.combine_grad=true needs Ascend's apex; this apex's amp.initialize has no combine_grad: "
+                    "set amp.combine_grad=false")
+    if acfg.mode == "bf16" and kind == "cuda" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        return "amp=bf16: this GPU has no bfloat16 support (pre-Ampere): use amp=fp16"
+    return None
+
+
+def describe_amp(acfg) -> str:
+    if acfg.mode == "fp16":
+        return f"fp16 autocast + GradScaler (loss scale {acfg.loss_scale})"
+    if acfg.mode == "apex":
+        return f"apex {acfg.opt_level} (loss scale {acfg.loss_scale}, combine_grad {acfg.combine_grad})"
+    return {"off": "off (fp32)", "bf16": "bf16 autocast, no loss scaling"}[acfg.mode]
 
 
 class MixedPrecision:
+    """What the loop calls: prepare, autocast, backward_and_step, skipped_steps, state_dict."""
+
     def __init__(self, acfg, device: Device) -> None:
         self.mode = acfg.mode
         self.device = device
         self.dtype: Optional[torch.dtype] = DTYPES[acfg.mode]
+        dynamic = acfg.loss_scale == "dynamic"
+        self.static_scale: Optional[float] = None if dynamic or acfg.mode not in ("fp16", "apex") \
+            else float(acfg.loss_scale)
+        self.scaler: Optional[torch.amp.GradScaler] = None
+        if self.mode == "fp16":
+            self.scaler = device.grad_scaler(init_scale=self.static_scale or DYNAMIC_INIT_SCALE)
+        self._acfg = acfg
+        self._apex: Optional[ModuleType] = None
+        # Skipped steps since the last skipped_steps() call: a device tensor for fp16 (no host sync per
+        # step), a host int for apex (apex decides on the host anyway).
+        self._skipped_dev: Optional[torch.Tensor] = None
+        self._skipped_host = 0
 
     @property
     def absorbs_overflow(self) -> bool:
         """True when a loss scaler skips non-finite steps, so a NaN loss is not fatal."""
-        return False
+        return self.mode in ("fp16", "apex")
 
     def prepare(self, model, optimizer):
-        return model, optimizer
+        if self.mode != "apex":
+            return model, optimizer
+        self._apex = import_apex_amp()
+        kwargs: Dict[str, Any] = {"opt_level": self._acfg.opt_level,
+                                  "loss_scale": self.static_scale if self.static_scale is not None else "dynamic"}
+        if self._acfg.combine_grad:
+            kwargs["combine_grad"] = True  # Ascend apex only; amp_problem refused it for other builds
+        return self._apex.initialize(model, optimizer, **kwargs)
 
     def autocast(self) -> ContextManager:
         return self.device.autocast(self.dtype)
 
     def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        loss.backward()
+        if self.scaler is not None:
+            self._scaled_step(loss, optimizer)
+        elif self._apex is not None:
+            self._apex_step(loss, optimizer)
+        else:
+            loss.backward()
+            optimizer.step()
+
+    def _scaled_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        scaler = self.scaler
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # skips optimizer.step() when the unscaled gradients hold inf/NaN
+        # found_inf per device is only readable between step() and update(); summing it on the device
+        # keeps the count free of host syncs.
+        found = torch.stack([f.float() for f in scaler._found_inf_per_device(optimizer).values()]).amax()
+        self._skipped_dev = found if self._skipped_dev is None else self._skipped_dev + found
+        if self.static_scale is None:
+            scaler.update()
+        else:
+            # GradScaler has no "never change the scale" mode (growth_factor must exceed 1, backoff be
+            # below 1); resetting it each step keeps it static while step() still skips overflows.
+            scaler.update(new_scale=self.static_scale)
+
+    def _apex_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        with self._apex.scale_loss(loss, optimizer) as scaled_loss:
+            scaled_loss.backward()
+        # On overflow apex swaps in a one-shot step() that skips the update and flags the optimizer.
+        stash = getattr(optimizer, "_amp_stash", None)
+        self._skipped_host += int(bool(getattr(stash, "already_patched", False)))
         optimizer.step()
 
     def skipped_steps(self) -> int:
-        return 0
+        """Steps skipped for overflow since the previous call; the loop calls it once per epoch."""
+        skipped = self._skipped_host
+        if self._skipped_dev is not None:
+            skipped += int(self._skipped_dev.item())
+        self._skipped_dev, self._skipped_host = None, 0
+        return skipped
+
+    def loss_scale(self) -> Optional[float]:
+        return None if self.scaler is None else self.scaler.get_scale()
 
     def state_dict(self) -> Dict[str, Any]:
+        if self.scaler is not None:
+            return {"mode": self.mode, "scaler": self.scaler.state_dict()}
+        if self._apex is not None:
+            return {"mode": self.mode, "apex": self._apex.state_dict()}
         return {}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        pass
+        saved = state.get("mode", "off") if state else "off"
+        if saved != self.mode:
+            if state:
+                log.info("checkpoint was trained with amp mode %s: its loss-scaler state is not used with amp %s",
+                         saved, self.mode)
+            return
+        if self.scaler is not None and self.static_scale is None:
+            # A static scale comes from the config, not the checkpoint: only a dynamic one is restored.
+            self.scaler.load_state_dict(state["scaler"])
+        elif self._apex is not None:
+            self._apex.load_state_dict(state["apex"])

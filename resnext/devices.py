@@ -1,43 +1,88 @@
 """cpu / cuda / npu behind one small interface: what a rank needs to know about its accelerator.
 
 Everything device-specific (process-group backend, autocast device type, target dtype, optimizer
-implementation, RNG) lives here, so the training loop never branches on the device type.
+implementation, RNG, torch_npu itself) lives here, so the training loop never branches on the device
+type. The availability probes return a problem message instead of raising, so that `launch.plan` can
+refuse a run before any process starts, or merely report the problem in a dry run.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
-from typing import Any, ContextManager, Iterable, List, Optional
+from types import ModuleType
+from typing import Any, ContextManager, Iterable, List, Optional, Sequence
 
 import torch
 
 from .config import ConfigError
 
+log = logging.getLogger("resnext")
+
 BACKENDS = {"cpu": "gloo", "cuda": "nccl", "npu": "hccl"}
+# What init_process_group may use per device type (gloo also runs collectives on CUDA tensors).
+ALLOWED_BACKENDS = {"cpu": ("gloo",), "cuda": ("nccl", "gloo"), "npu": ("hccl",)}
+
+NPU_SETUP_HINT = ("install the torch_npu build that matches torch " + torch.__version__.split("+")[0] +
+                  " (pip install torch-npu==<that version>) and set up CANN in this shell "
+                  "(source scripts/env_npu.sh, which sources CANN's set_env.sh)")
+
+
+def import_torch_npu() -> ModuleType:
+    """torch_npu, which registers torch.npu and the 'npu' device; ConfigError saying what to do if absent."""
+    try:
+        import torch_npu  # noqa: F401  (the import registers torch.npu)
+    except ImportError as err:
+        raise ConfigError(f"device.type=npu but torch_npu does not import ({err}): {NPU_SETUP_HINT}") from err
+    except OSError as err:  # torch_npu is there but CANN's shared libraries are not on the loader path
+        raise ConfigError(f"device.type=npu: torch_npu is installed but CANN's libraries do not load ({err}): "
+                          "source CANN's set_env.sh (scripts/env_npu.sh does) and check the Ascend driver") from err
+    return torch_npu
 
 
 @dataclass(frozen=True)
 class Device:
-    """One rank's device: cpu, cuda:N or npu:N."""
+    """One rank's device: cpu, cuda:N or npu:N. Picklable, so spawned ranks receive it as is."""
 
     type: str
     index: Optional[int] = None
+    # npu: torch.npu.set_compile_mode(jit_compile=...) on activation; None keeps torch_npu's default.
+    jit_compile: Optional[bool] = None
 
     @property
     def torch_device(self) -> torch.device:
         return torch.device(self.type) if self.index is None else torch.device(self.type, self.index)
 
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
     @property
     def backend(self) -> str:
         return BACKENDS[self.type]
 
+    def _accelerator(self) -> Optional[ModuleType]:
+        """torch.cuda or torch.npu (same API for what we use); None on cpu."""
+        if self.type == "cpu":
+            return None
+        if self.type == "npu":
+            import_torch_npu()
+        return getattr(torch, self.type)
+
     def activate(self) -> None:
+        """Bind this process to its card; before init_process_group, so NCCL/HCCL pick the right one."""
         if self.type == "cuda":
             torch.cuda.set_device(self.index)
+        elif self.type == "npu":
+            npu = self._accelerator()
+            npu.set_device(f"npu:{self.index}")
+            if self.jit_compile is not None:
+                # Static-shape CNNs run faster on pre-built binary kernels than with online compilation.
+                npu.set_compile_mode(jit_compile=self.jit_compile)
 
     def synchronize(self) -> None:
-        if self.type == "cuda":
-            torch.cuda.synchronize(self.index)
+        accelerator = self._accelerator()
+        if accelerator is not None:
+            accelerator.synchronize(self.index)
 
     def autocast(self, dtype: Optional[torch.dtype]) -> ContextManager:
         if dtype is None:
@@ -45,38 +90,104 @@ class Device:
         return torch.autocast(device_type=self.type, dtype=dtype)
 
     def grad_scaler(self, **kwargs: Any) -> torch.amp.GradScaler:
+        if self.type == "npu":
+            return import_torch_npu().npu.amp.GradScaler(**kwargs)
         return torch.amp.GradScaler(self.type, **kwargs)
 
+    @property
+    def target_dtype(self) -> Optional[torch.dtype]:
+        # Ascend's loss kernels take int32 class indices; casting before the copy also halves it.
+        return torch.int32 if self.type == "npu" else None
+
     def prepare_target(self, target: torch.Tensor) -> torch.Tensor:
-        return target.to(self.torch_device, non_blocking=True)
+        return target.to(device=self.torch_device, dtype=self.target_dtype, non_blocking=True)
 
     def sgd(self, params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
+        if self.type == "npu":
+            fused = getattr(getattr(import_torch_npu(), "optim", None), "NpuFusedSGD", None)
+            if fused is not None:
+                # Same update rule as torch.optim.SGD, one fused kernel over all parameters.
+                return fused(params, **kwargs)
+            log.info("this torch_npu has no optim.NpuFusedSGD: using torch.optim.SGD")
         return torch.optim.SGD(params, **kwargs)
 
     def rng_state(self) -> Any:
-        return torch.cuda.get_rng_state(self.index) if self.type == "cuda" else None
+        accelerator = self._accelerator()
+        return None if accelerator is None else accelerator.get_rng_state(self.index)
 
     def set_rng_state(self, state: Any) -> None:
-        if self.type == "cuda" and state is not None:
-            torch.cuda.set_rng_state(state, self.index)
+        accelerator = self._accelerator()
+        if accelerator is not None and state is not None:
+            accelerator.set_rng_state(state, self.index)
 
     def manual_seed(self, seed: int) -> None:
-        if self.type == "cuda":
-            torch.cuda.manual_seed(seed)
+        accelerator = self._accelerator()
+        if accelerator is not None:
+            accelerator.manual_seed(seed)
+
+
+# ---- what is present on this machine ------------------------------------------------------------
+
+def npu_problem(indices: Sequence[int]) -> Optional[str]:
+    """None when torch_npu imports and every listed card is visible; else what is missing and what to do."""
+    try:
+        import_torch_npu()
+    except ConfigError as err:
+        return str(err)
+    if not torch.npu.is_available() or torch.npu.device_count() == 0:
+        return ("device.type=npu: torch_npu imports but sees no NPU (torch.npu.is_available() is false): check "
+                "that CANN is set up in this shell (source scripts/env_npu.sh), that the Ascend driver is "
+                "loaded (npu-smi info) and that ASCEND_RT_VISIBLE_DEVICES does not hide the cards")
+    return _count_problem("npu", indices, torch.npu.device_count(), "npu-smi info")
+
+
+def cuda_problem(indices: Sequence[int]) -> Optional[str]:
+    if not torch.cuda.is_available():
+        return ("device.type=cuda but torch sees no CUDA GPU (torch " + torch.__version__ + "; "
+                f"torch.version.cuda={torch.version.cuda}): install a CUDA build of torch and check the "
+                "driver (nvidia-smi) and CUDA_VISIBLE_DEVICES, or use device=cpu")
+    return _count_problem("cuda", indices, torch.cuda.device_count(), "nvidia-smi")
+
+
+def _count_problem(kind: str, indices: Sequence[int], visible: int, tool: str) -> Optional[str]:
+    missing = [i for i in indices if i >= visible]
+    if missing:
+        return (f"device.device_list={list(indices)} asks for {kind} card(s) {missing}, but only {visible} "
+                f"{'is' if visible == 1 else 'are'} visible (indices 0..{visible - 1}; see {tool}): list "
+                f"fewer cards, e.g. device.device_list=[{','.join(str(i) for i in range(visible))}]")
+    return None
+
+
+def hardware_problem(kind: str, indices: Sequence[int]) -> Optional[str]:
+    if kind == "npu":
+        return npu_problem(indices)
+    if kind == "cuda":
+        return cuda_problem(indices)
+    return None
+
+
+def npu_visible() -> bool:
+    """torch_npu imports and at least one card is visible (what device=auto asks)."""
+    return npu_problem([0]) is None
 
 
 def resolve_type(requested: str) -> str:
+    """device.type=auto: npu if torch_npu imports and a card is visible, else cuda, else cpu."""
     if requested != "auto":
         return requested
+    if npu_visible():
+        return "npu"
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def plan_devices(dcfg) -> List[Device]:
-    """The device of each local rank on this node, checked against what is present."""
-    kind = resolve_type(dcfg.type)
+def local_devices(dcfg, kind: str) -> List[Device]:
+    """The device of each process this node starts: nprocs CPUs, or one per card of device_list."""
     if kind == "cpu":
         return [Device("cpu") for _ in range(dcfg.nprocs)]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device.type=cuda but torch sees no CUDA device: use device=cpu or check the driver")
     indices = list(dcfg.device_list) if dcfg.device_list else [0]
-    return [Device(kind, i) for i in indices]
+    if len(set(indices)) != len(indices):
+        raise ConfigError(f"device.device_list={indices} lists a card twice: one process per card")
+    if any(i < 0 for i in indices):
+        raise ConfigError(f"device.device_list={indices}: card indices start at 0")
+    jit = dcfg.jit_compile if kind == "npu" else None
+    return [Device(kind, i, jit) for i in indices]

@@ -1,14 +1,34 @@
-"""Process launcher: one process per device, or the ranks torchrun/SLURM started."""
+"""Process launcher: one process per device (distributed=spawn), or the ranks torchrun/SLURM started
+(distributed=env), or just this process (distributed=none).
+
+`plan` runs in the process Hydra started and refuses, before anything starts, whatever cannot run:
+absent hardware, an unusable amp mode, a batch that does not split over the ranks. `run` starts the
+ranks; each gets the resolved config (never Hydra again), its device and the one run directory.
+"""
 from __future__ import annotations
 
+import os
+import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from omegaconf import DictConfig
+import torch
+import torch.multiprocessing as mp
+from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError
-from .devices import Device, plan_devices
+from . import distributed
+from .amp import amp_problem, describe_amp
+from .config import Config, ConfigError
+from .devices import ALLOWED_BACKENDS, BACKENDS, Device, hardware_problem, local_devices, resolve_type
+from .metrics import setup_process_logging
+from .optim import effective_lr
+
+# hydra.run.dir in conf/config.yaml calls this resolver; train.py imports this module before composing.
+distributed.register_resolvers()
+
+Worker = Callable[[DictConfig, "RankContext"], float]
 
 
 @dataclass(frozen=True)
@@ -30,21 +50,234 @@ class RankContext:
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    mode: str
-    devices: List[Device]
+    """Who runs where: this node's processes, the world they join, what each trains with."""
+
+    mode: str  # none | spawn | env
+    device_type: str  # resolved: cpu | cuda | npu
+    devices: Tuple[Device, ...]  # one per process this node starts (env: this process only)
     world_size: int
+    first_rank: int  # global rank of devices[0] (env: RANK; else 0)
+    first_local_rank: int  # its rank on this node (env: LOCAL_RANK; else 0)
+    backend: str
+    addr: str
+    port: Optional[int]  # None: not distributed, or picked at launch (dry run)
+    global_batch: int
+    per_rank_batch: int
+    lr: float
+    workers: int
+    amp: str
+    source: str = ""  # env: torchrun | slurm
+    hardware_checked: bool = True
+    problems: Tuple[str, ...] = ()  # dry run: what a real launch would refuse
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
 
     def describe(self) -> str:
-        return f"mode={self.mode} world_size={self.world_size} devices={[str(d.torch_device) for d in self.devices]}"
+        head = "launch plan (dry run: nothing started)" if not self.hardware_checked else "launch plan"
+        where = {"none": "one process", "spawn": f"{len(self.devices)} process(es) on this node",
+                 "env": f"joins a job started by {self.source}"}[self.mode]
+        rendezvous = "none (single process)"
+        if self.distributed:
+            rendezvous = f"{self.backend} at {self.addr}:{self.port if self.port is not None else '<free port>'}"
+        lines = [head,
+                 f"  distributed: {self.mode}, {where}; world size {self.world_size}",
+                 f"  device type: {self.device_type}; process group: {rendezvous}",
+                 f"  batch: global {self.global_batch} = {self.per_rank_batch} per rank x {self.world_size} "
+                 f"rank(s); lr {self.lr:g}; {self.workers} loader worker(s) per rank",
+                 f"  amp: {self.amp}"]
+        for index, device in enumerate(self.devices):
+            rank, local_rank = self.first_rank + index, self.first_local_rank + index
+            lines.append(f"  rank {rank} (local {local_rank}): {device}" + (" -- prints, writes checkpoints and "
+                                                                            "metrics" if rank == 0 else ""))
+        if not self.hardware_checked:
+            lines.append("  hardware and optional packages: NOT checked (launch.dry_run=true)")
+            lines += [f"  would refuse: {problem}" for problem in self.problems]
+        return "\n".join(lines)
 
 
 def plan(cfg: DictConfig) -> LaunchPlan:
-    devices = plan_devices(cfg.device)
-    if cfg.distributed.mode != "none":
-        raise ConfigError(f"distributed.mode={cfg.distributed.mode} is not available yet")
-    return LaunchPlan("none", devices[:1], 1)
+    """Validate the launch and say who runs where. Raises ConfigError; a dry run lists availability problems."""
+    dry_run = cfg.launch.dry_run
+    mode = cfg.distributed.mode
+    kind = resolve_type(cfg.device.type)
+    env = distributed.ranks_from_env() if mode == "env" else None
+    if env is not None:
+        devices = [_env_device(cfg.device, kind, env)]
+        world_size, first_rank, first_local = env.world_size, env.rank, env.local_rank
+        addr, port = env.addr, env.port
+    else:
+        devices = local_devices(cfg.device, kind)
+        world_size, first_rank, first_local = len(devices), 0, 0
+        addr, port = cfg.device.addr, cfg.device.port
+        if mode == "none" and world_size > 1:
+            what = "device.nprocs" if kind == "cpu" else "device.device_list"
+            raise ConfigError(f"{what} asks for {world_size} processes but distributed=none runs one: add "
+                              "distributed=spawn (or list one device)")
+    backend = _backend(cfg.distributed.backend, kind)
+    _check_ranks(cfg, kind, world_size)
+
+    problems = [p for p in (hardware_problem(kind, [d.index for d in devices]), amp_problem(cfg.amp, kind)) if p]
+    if problems and not dry_run:
+        raise ConfigError("\n".join(problems))
+    if mode == "spawn" and world_size > 1 and port is None and not dry_run:
+        port = distributed.free_port(addr)
+    return LaunchPlan(mode=mode, device_type=kind, devices=tuple(devices), world_size=world_size,
+                      first_rank=first_rank, first_local_rank=first_local, backend=backend, addr=addr, port=port,
+                      global_batch=cfg.dataset.batch_size, per_rank_batch=cfg.dataset.batch_size // world_size,
+                      lr=effective_lr(cfg.optim, cfg.dataset.batch_size), workers=cfg.dataset.workers,
+                      amp=describe_amp(cfg.amp), source=env.source if env else "",
+                      hardware_checked=not dry_run, problems=tuple(problems))
 
 
-def run(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path,
-        worker: Callable[[DictConfig, RankContext], float]) -> float:
-    return worker(cfg, RankContext(0, 0, 1, launch_plan.devices[0], run_dir))
+def _env_device(dcfg, kind: str, env: distributed.EnvRanks) -> Device:
+    """This rank's device under torchrun/SLURM: device_list[LOCAL_RANK], or card LOCAL_RANK without a list."""
+    if kind == "cpu":
+        return Device("cpu")
+    if dcfg.device_list is None:
+        index = env.local_rank
+    elif env.local_rank < len(dcfg.device_list):
+        index = dcfg.device_list[env.local_rank]
+    else:
+        raise ConfigError(f"distributed=env: device.device_list={list(dcfg.device_list)} has no card for local "
+                          f"rank {env.local_rank}: list one card per process of this node, or set "
+                          "device.device_list=null to use card <local rank>")
+    return Device(kind, index, dcfg.jit_compile if kind == "npu" else None)
+
+
+def _backend(requested: Optional[str], kind: str) -> str:
+    if requested is None:
+        return BACKENDS[kind]
+    if requested not in ALLOWED_BACKENDS[kind]:
+        raise ConfigError(f"distributed.backend={requested} does not run on {kind}: use "
+                          f"{' or '.join(ALLOWED_BACKENDS[kind])} (or null for {BACKENDS[kind]})")
+    return requested
+
+
+def _check_ranks(cfg: DictConfig, kind: str, world_size: int) -> None:
+    batch = cfg.dataset.batch_size
+    if batch % world_size:
+        nearest = max(batch // world_size, 1) * world_size
+        raise ConfigError(f"dataset.batch_size={batch} is the global batch and must divide by the world size "
+                          f"{world_size}: use a multiple of {world_size}, e.g. {nearest}")
+    if cfg.distributed.sync_bn and world_size > 1 and kind == "cpu":
+        raise ConfigError("distributed.sync_bn=true: PyTorch's SyncBatchNorm runs on CUDA/NPU only, not on CPU: "
+                          "set distributed.sync_bn=false (or model.norm=group for batch-independent statistics)")
+
+
+# ---- running the ranks ---------------------------------------------------------------------------
+
+def run(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Worker) -> float:
+    """Run `worker` on every rank of the plan; rank 0's return value (the best Acc@1) comes back."""
+    run_dir = Path(run_dir)
+    if not launch_plan.distributed:
+        return worker(cfg, RankContext(0, 0, 1, launch_plan.devices[0], run_dir))
+    if launch_plan.mode == "spawn":
+        return _spawn(cfg, launch_plan, run_dir, worker)
+    return _join(cfg, launch_plan, run_dir, worker)
+
+
+class RankFailed(RuntimeError):
+    """A spawned rank raised: the message carries the traceback of the rank that failed first."""
+
+
+def _spawn(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Worker) -> float:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    reports = mp.get_context("spawn").SimpleQueue()
+    # start_processes notices the first rank that exits with an error and we then terminate the others,
+    # so no rank is left waiting in a collective for a peer that is gone.
+    context = mp.start_processes(_spawned_rank, args=(container, launch_plan, str(run_dir), worker, reports),
+                                 nprocs=len(launch_plan.devices), join=False, start_method="spawn")
+    try:
+        while not context.join():
+            pass
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as err:
+        _stop(context.processes)
+        first = _first_failure(reports)
+        if first is None:  # killed without a Python traceback (OOM killer, signal)
+            raise
+        raise RankFailed(first) from err
+    except BaseException:  # Ctrl-C in this process (the ranks get SIGINT too): make sure every rank ends
+        _stop(context.processes)
+        raise
+    results = [value for kind, _, _, value in _drain(reports) if kind == "result"]
+    if not results:
+        raise RuntimeError("rank 0 finished without reporting its result")
+    return results[0]
+
+
+def _drain(reports: Any) -> List[Tuple[str, int, float, Any]]:
+    items = []
+    while not reports.empty():
+        items.append(reports.get())
+    return items
+
+
+def _first_failure(reports: Any) -> Optional[str]:
+    """The traceback of the rank that failed first: the others usually fail because it went away."""
+    failures = sorted((when, rank, text) for kind, rank, when, text in _drain(reports) if kind == "error")
+    if not failures:
+        return None
+    _, rank, text = failures[0]
+    later = "".join(f"\n  then rank {r}: {t.strip().splitlines()[-1]}" for _, r, t in failures[1:])
+    return f"rank {rank} failed first:\n{text}" + (f"\nthe other ranks stopped after it:{later}" if later else "")
+
+
+def _stop(processes: List[Any], grace_s: float = 10.0) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(grace_s)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def _spawned_rank(local_rank: int, container: Dict[str, Any], launch_plan: LaunchPlan, run_dir: str,
+                  worker: Worker, reports: Any) -> None:
+    rank = launch_plan.first_rank + local_rank
+    try:
+        setup_process_logging(Path(run_dir), rank)
+        # The same typed config the parent validated (Hydra is not entered again).
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), container)
+        url = f"tcp://{launch_plan.addr}:{launch_plan.port}"
+        result = _run_rank(cfg, launch_plan, rank, local_rank, Path(run_dir), worker, url)
+    except BaseException:
+        reports.put(("error", rank, time.time(), traceback.format_exc()))
+        raise
+    if rank == 0:
+        reports.put(("result", rank, time.time(), result))
+
+
+def _join(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Worker) -> float:
+    """distributed=env: this process is one rank of a job torchrun or srun started."""
+    distributed.export_rendezvous(distributed.ranks_from_env())
+    # env:// rather than tcp://: under torchrun it reuses the agent's store on MASTER_PORT.
+    return _run_rank(cfg, launch_plan, launch_plan.first_rank, 0, run_dir, worker, "env://", agree_dir=True)
+
+
+def _run_rank(cfg: DictConfig, launch_plan: LaunchPlan, rank: int, local_index: int, run_dir: Path,
+              worker: Worker, init_method: str, agree_dir: bool = False) -> float:
+    device = launch_plan.devices[local_index]
+    _share_cpu_threads(len(launch_plan.devices) if launch_plan.mode == "spawn" else None)
+    device.activate()  # before the process group: NCCL/HCCL bind to the current device
+    distributed.init_process_group(launch_plan.backend, init_method, rank, launch_plan.world_size,
+                                   cfg.distributed.timeout_min)
+    if agree_dir:
+        run_dir = distributed.agree_run_dir(run_dir, rank)
+        if rank > 0:  # Hydra set this process up to print: only rank 0 does
+            setup_process_logging(run_dir, rank)
+    local_rank = launch_plan.first_local_rank + local_index
+    result = worker(cfg, RankContext(rank, local_rank, launch_plan.world_size, device, run_dir))
+    # Torn down on success only. After an error this process exits, and its peers learn of it from the
+    # closed connections after it has reported its traceback; tearing down first would let them fail first.
+    distributed.destroy_process_group()
+    return result
+
+
+def _share_cpu_threads(local_processes: Optional[int]) -> None:
+    """Split this node's cores between its ranks, as torchrun's OMP_NUM_THREADS does, unless the user chose."""
+    if local_processes and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_processes))

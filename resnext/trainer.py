@@ -99,7 +99,8 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
                  cfg.dataset.batch_size, cfg.dataset.batch_size // ctx.world_size, ctx.world_size, lr,
                  f" (optim.lr {cfg.optim.lr} scaled {cfg.optim.lr_scaling})" if lr != cfg.optim.lr else "")
 
-    start_epoch, best_acc1 = 0, 0.0
+    # -1 until the first validation, so the first validated epoch always writes model_best.
+    start_epoch, best_acc1 = 0, -1.0
     if cfg.resume:
         state = checkpoint.load_checkpoint(cfg.resume)
         model.load_state_dict(state["state_dict"])
@@ -133,21 +134,22 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
         train_stats = train_one_epoch(train_model, loaders.train, criterion, optimizer, scheduler, amp, ctx,
                                       epoch, settings)
         val_stats = evaluate(model, loaders.val, criterion, amp, ctx, settings) if cfg.validate else {}
-        acc1 = val_stats.get("acc1", 0.0)
-        is_best = acc1 > best_acc1
-        best_acc1 = max(acc1, best_acc1)
+        is_best = cfg.validate and val_stats["acc1"] > best_acc1
+        if is_best:
+            best_acc1 = val_stats["acc1"]
         if ctx.is_main:
-            record = {"epoch": epoch, "lr": lr_now, **train_stats, **val_stats, "best_acc1": best_acc1,
-                      "seconds": time.time() - epoch_start}
+            record = {"epoch": epoch, "lr": lr_now, **train_stats, **val_stats,
+                      "best_acc1": max(best_acc1, 0.0), "seconds": time.time() - epoch_start}
             writer.write(record)
             checkpoint.save_checkpoint(
                 _checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch + 1, best_acc1, ctx),
                 ctx.run_dir, is_best)
     if ctx.is_main:
         writer.close()
+        best_acc1 = max(best_acc1, 0.0)
         _write_result(ctx, best_acc1, record, time.time() - started)
         log.info("done: best Acc@1 %.3f in %.1f s", best_acc1, time.time() - started)
-    return best_acc1
+    return max(best_acc1, 0.0)
 
 
 def _write_result(ctx: RankContext, best_acc1: float, last: Dict[str, Any], seconds: float) -> None:

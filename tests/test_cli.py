@@ -1,0 +1,81 @@
+"""`python -m resnext.train` as a user runs it: a fresh process, any working directory."""
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY, find_run_dir, run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_run_writes_the_documented_outputs(tmp_path):
+    proc = run_cli([*TINY, "epochs=2", "tensorboard=true"], cwd=tmp_path)
+    run_dir = find_run_dir(tmp_path)
+    assert run_dir.parent.parent == tmp_path / "outputs"
+    for name in ("train.log", "metrics.jsonl", "checkpoint.pth.tar", "model_best.pth.tar", "result.json",
+                 ".hydra/config.yaml", ".hydra/overrides.yaml"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    log = (run_dir / "train.log").read_text()
+    # The lines the ModelZoo scripts parse.
+    assert log.count("FPS@all") == 2 and log.count("* Acc@1") == 2
+    assert "FPS@all" in proc.stdout
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "completed"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["dataset.bogus=1"], "Key 'bogus' not in 'DatasetConfig'"),
+    (["epochs=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
+    (["model=resnext51"], "Could not find 'model/resnext51'"),
+    (["model.arch=vgg16"], "model.arch='vgg16' is not one of"),
+    (["dataset=imagenet"], "dataset.root"),
+])
+def test_bad_overrides_are_refused_before_any_work(tmp_path, args, message):
+    proc = run_cli(args, cwd=tmp_path, check=False, timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not list(tmp_path.glob("outputs/*/*/checkpoint.pth.tar"))
+
+
+def test_a_missing_dataset_root_is_named_in_the_error(tmp_path):
+    missing = tmp_path / "no-imagenet-here"
+    proc = run_cli(["dataset=imagenet", f"dataset.root={missing}"], cwd=tmp_path, check=False, timeout=120)
+    assert proc.returncode == 2
+    assert str(missing) in proc.stdout + proc.stderr
+
+
+def test_console_script_is_installed(tmp_path):
+    script = Path(sys.executable).parent / "resnext-train"
+    assert script.exists(), "pip install should create the resnext-train console script"
+    proc = subprocess.run([str(script), "launch.dry_run=true", *TINY], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "world" in proc.stdout.lower()
+
+
+@pytest.mark.slow
+def test_a_built_wheel_ships_the_config_tree_and_runs_from_anywhere(tmp_path):
+    """A non-editable install must find conf/ inside the package, not in a source checkout."""
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path / "wheel"), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    wheel = next((tmp_path / "wheel").glob("resnext-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "resnext/conf/config.yaml" in names and "resnext/conf/dataset/imagenet.yaml" in names
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "resnext.train", "launch.dry_run=true", "dataset=imagenet",
+                           f"dataset.root={tmp_path}", "--cfg", "job"], cwd=elsewhere, capture_output=True,
+                          text=True, timeout=120, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert "name: imagenet" in proc.stdout
+    shutil.rmtree(site)
