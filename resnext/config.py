@@ -70,6 +70,9 @@ class DeviceConfig:
     port: Optional[int] = None  # None: a free port is picked
     # NPU: torch.npu.set_compile_mode(jit_compile=...); None leaves torch_npu's default.
     jit_compile: Optional[bool] = None
+    # Multirun with N jobs at once (joblib n_jobs): job k trains on device k mod N of device_list (when it
+    # lists several, else of all visible), or with spawn on the k mod N-th of N equal groups. 0: off.
+    spread_jobs: int = 0
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 from . import launch
 from .config import ConfigError, check_config, register_configs
 from .data import check_dataset
+from .sweep import place_job_on_devices
 from .trainer import fit
 
 log = logging.getLogger("resnext")
@@ -25,12 +27,24 @@ log = logging.getLogger("resnext")
 register_configs()
 
 
+def _check_dataset(cfg: DictConfig) -> Optional[str]:
+    """A dry run checks a launch plan, perhaps on a machine without the data: report, don't stop."""
+    try:
+        check_dataset(cfg.dataset)
+    except ConfigError as err:
+        if not cfg.launch.dry_run:
+            raise
+        return str(err)
+    return None
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         check_config(cfg)
-        check_dataset(cfg.dataset)
+        dataset_problem = _check_dataset(cfg)
+        place_job_on_devices(cfg)  # before the plan: a sweep's parallel jobs each get their own devices
         plan = launch.plan(cfg)
     except ConfigError as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -39,6 +53,8 @@ def main(cfg: DictConfig) -> float:
         sys.exit(2)
     if cfg.launch.dry_run:
         print(plan.describe())
+        if dataset_problem:
+            print(f"  dataset: a real launch would refuse it: {dataset_problem}")
         return 0.0
     return launch.run(cfg, plan, run_dir, fit)
 
