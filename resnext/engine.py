@@ -9,7 +9,7 @@ import logging
 import math
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -49,10 +49,29 @@ def _to_device(images: torch.Tensor, target: torch.Tensor, ctx: RankContext, cha
     return images, ctx.device.prepare_target(target)
 
 
-def _all_reduce_sum(values: torch.Tensor, ctx: RankContext) -> torch.Tensor:
-    if ctx.distributed:
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return values
+class _Totals:
+    """Loss sum, samples, top-1 and top-5 hits kept on the device: no host sync per step."""
+
+    def __init__(self, ctx: RankContext) -> None:
+        self.ctx = ctx
+        self.values = torch.zeros(4, device=ctx.device.torch_device, dtype=torch.float32)
+
+    def add(self, loss: torch.Tensor, output: torch.Tensor, target: torch.Tensor) -> None:
+        n = target.shape[0]
+        self.values[0] += loss.detach().float() * n
+        self.values[1] += n
+        self.values[2:] += correct_topk(output.detach(), target)
+
+    def running_loss(self) -> float:
+        return (self.values[0] / self.values[1]).item()
+
+    def summed_over_ranks(self) -> Tuple[float, float, float, int]:
+        """(mean loss, Acc@1 %, Acc@5 %, samples) over every rank's samples."""
+        if self.ctx.distributed:
+            dist.all_reduce(self.values, op=dist.ReduceOp.SUM)
+        loss_sum, seen, top1, top5 = self.values.tolist()
+        seen_or_one = max(seen, 1.0)
+        return loss_sum / seen_or_one, 100.0 * top1 / seen_or_one, 100.0 * top5 / seen_or_one, int(seen)
 
 
 def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimizer: torch.optim.Optimizer,
@@ -61,8 +80,7 @@ def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimiz
     model.train()
     steps = len(loader) if settings.max_steps is None else min(len(loader), settings.max_steps)
     throughput = Throughput(settings.fps_warmup_steps)
-    # [loss sum, samples, top1 hits, top5 hits] on the device: no host sync per step.
-    totals = torch.zeros(4, device=ctx.device.torch_device, dtype=torch.float32)
+    totals = _Totals(ctx)
     show_bar = settings.progress_bar and ctx.is_main
     for step, (images, target) in enumerate(_progress(loader, steps, show_bar, f"epoch {epoch}")):
         if step >= steps:
@@ -75,12 +93,9 @@ def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimiz
         amp.backward_and_step(loss, optimizer)
         scheduler.step()
 
-        n = target.shape[0]
-        totals[0] += loss.detach().float() * n
-        totals[1] += n
-        totals[2:] += correct_topk(output.detach(), target)
+        totals.add(loss, output, target)
         # Throughput counts the global batch: every rank runs the same number of steps.
-        throughput.step(n * ctx.world_size)
+        throughput.step(target.shape[0] * ctx.world_size)
         if (step + 1) % settings.print_freq == 0 or step + 1 == steps:
             loss_value = loss.item()
             if not math.isfinite(loss_value) and not amp.absorbs_overflow:
@@ -89,19 +104,13 @@ def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimiz
                     "(schedule.warmup_epochs) or use amp=fp16 with loss scaling; the last checkpoint is intact")
             if ctx.is_main and not show_bar:
                 log.info("Epoch: [%d][%d/%d] lr %.5f loss %.4f (%.4f) FPS %.1f", epoch, step + 1, steps,
-                         optimizer.param_groups[0]["lr"], loss_value, (totals[0] / totals[1]).item(),
+                         optimizer.param_groups[0]["lr"], loss_value, totals.running_loss(),
                          throughput.fps)
     ctx.device.synchronize()
     fps = throughput.fps
-    totals = _all_reduce_sum(totals, ctx)
-    seen = max(totals[1].item(), 1.0)
-    result = {
-        "train_loss": totals[0].item() / seen,
-        "train_acc1": 100.0 * totals[2].item() / seen,
-        "train_acc5": 100.0 * totals[3].item() / seen,
-        "fps": fps,
-        "skipped_steps": amp.skipped_steps(),
-    }
+    loss_mean, acc1, acc5, _ = totals.summed_over_ranks()
+    result = {"train_loss": loss_mean, "train_acc1": acc1, "train_acc5": acc5, "fps": fps,
+              "skipped_steps": amp.skipped_steps()}
     if not math.isfinite(result["train_loss"]) and not amp.absorbs_overflow:
         raise NonFiniteLossError(f"the mean training loss of epoch {epoch} is {result['train_loss']}: "
                                  "lower optim.lr or use loss scaling; the last checkpoint is intact")
@@ -117,25 +126,16 @@ def evaluate(model: nn.Module, loader: Any, criterion: nn.Module, amp: MixedPrec
              settings: LoopSettings) -> Dict[str, float]:
     """Validation over this rank's shard; sums are all-reduced, so every sample counts exactly once."""
     model.eval()
-    totals = torch.zeros(4, device=ctx.device.torch_device, dtype=torch.float32)
+    totals = _Totals(ctx)
     show_bar = settings.progress_bar and ctx.is_main
     for images, target in _progress(loader, len(loader), show_bar, "val"):
         images, target = _to_device(images, target, ctx, settings.channels_last)
         with amp.autocast():
             output = model(images)
             loss = criterion(output, target)
-        n = target.shape[0]
-        totals[0] += loss.float() * n
-        totals[1] += n
-        totals[2:] += correct_topk(output, target)
-    totals = _all_reduce_sum(totals, ctx)
-    seen = max(totals[1].item(), 1.0)
-    result = {
-        "val_loss": totals[0].item() / seen,
-        "acc1": 100.0 * totals[2].item() / seen,
-        "acc5": 100.0 * totals[3].item() / seen,
-        "val_samples": int(totals[1].item()),
-    }
+        totals.add(loss, output, target)
+    loss_mean, acc1, acc5, seen = totals.summed_over_ranks()
+    result = {"val_loss": loss_mean, "acc1": acc1, "acc5": acc5, "val_samples": seen}
     if ctx.is_main:
         log.info(" * Acc@1 %.3f Acc@5 %.3f", result["acc1"], result["acc5"])
     return result

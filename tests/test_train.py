@@ -21,15 +21,14 @@ def assert_same_weights(a, b):
 
 @pytest.mark.slow
 def test_loss_falls_and_accuracy_rises(tmp_path):
-    cfg = compose_config(["dataset.train_size=384", "dataset.val_size=200", "dataset.batch_size=32",
-                          "dataset.image_size=32", "epochs=4", "model.zero_init_residual=true",
-                          "schedule.warmup_epochs=0.5", "print_freq=100"])
+    cfg = compose_config(["dataset.train_size=512", "dataset.val_size=200", "dataset.batch_size=32",
+                          "dataset.image_size=32", "epochs=4", "optim.lr=0.02", "print_freq=100"])
     best = train_in_process(cfg, tmp_path)
     records = read_metrics(tmp_path)
     assert [r["epoch"] for r in records] == [0, 1, 2, 3]
-    assert records[-1]["train_loss"] < 0.8 * records[0]["train_loss"]
-    assert records[-1]["acc1"] > records[0]["acc1"]
-    assert best >= 40.0  # ten classes: chance is 10%
+    assert records[-1]["train_loss"] < 0.5 * records[0]["train_loss"]
+    assert records[-1]["acc1"] > records[0]["acc1"] + 10
+    assert best >= 35.0  # ten classes: chance is 10% (this run reaches about 50%)
 
 
 def test_seeded_deterministic_runs_are_bit_identical(tmp_path):
@@ -47,22 +46,27 @@ class Interrupted(Exception):
     pass
 
 
+def interrupt_at_epoch(monkeypatch, stop_epoch: int) -> None:
+    """Kill the run as the given epoch starts, after the previous epochs' checkpoints were written."""
+    real_epoch = trainer.train_one_epoch
+
+    def train_or_stop(*args, **kwargs):
+        if args[7] == stop_epoch:  # train_one_epoch's `epoch` argument
+            raise Interrupted
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", train_or_stop)
+
+
 def test_resume_after_epoch_2_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
     overrides = ["deterministic=true", "epochs=4", "schedule.warmup_epochs=1", "optim.nesterov=true",
                  "dataset.train_size=32"]
     train_in_process(compose_config(overrides), tmp_path / "whole")
 
-    real_epoch = trainer.train_one_epoch
-
-    def stop_at_epoch_2(*args, **kwargs):
-        if args[7] == 2:  # epoch: the job is killed after two complete epochs
-            raise Interrupted
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_one_epoch", stop_at_epoch_2)
-    with pytest.raises(Interrupted):
-        train_in_process(compose_config(overrides), tmp_path / "stopped")
-    monkeypatch.setattr(trainer, "train_one_epoch", real_epoch)
+    with monkeypatch.context() as patch:
+        interrupt_at_epoch(patch, 2)
+        with pytest.raises(Interrupted):
+            train_in_process(compose_config(overrides), tmp_path / "stopped")
     assert checkpoint.load_checkpoint(tmp_path / "stopped" / checkpoint.LAST)["epoch"] == 2
 
     resumed = compose_config([*overrides, f"resume={tmp_path / 'stopped' / checkpoint.LAST}"])
@@ -119,17 +123,30 @@ def test_resume_is_exact_with_random_augmentation_in_worker_processes(tmp_path, 
                  "epochs=3", "model.norm=group"]
     train_in_process(compose_config(overrides), tmp_path / "whole")
 
-    real_epoch = trainer.train_one_epoch
-
-    def stop_at_epoch_1(*args, **kwargs):
-        if args[7] == 1:
-            raise Interrupted
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_one_epoch", stop_at_epoch_1)
-    with pytest.raises(Interrupted):
-        train_in_process(compose_config(overrides), tmp_path / "stopped")
-    monkeypatch.setattr(trainer, "train_one_epoch", real_epoch)
+    with monkeypatch.context() as patch:
+        interrupt_at_epoch(patch, 1)
+        with pytest.raises(Interrupted):
+            train_in_process(compose_config(overrides), tmp_path / "stopped")
     resumed = compose_config([*overrides, f"resume={tmp_path / 'stopped' / checkpoint.LAST}"])
     train_in_process(resumed, tmp_path / "resumed")
     assert_same_weights(final_weights(tmp_path / "whole"), final_weights(tmp_path / "resumed"))
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    from resnext.engine import NonFiniteLossError
+
+    real_epoch = trainer.train_one_epoch
+
+    def poison_epoch_1(*args, **kwargs):
+        if args[7] == 1:
+            with torch.no_grad():
+                args[0].fc.weight.fill_(float("nan"))  # every logit, so every loss, becomes NaN
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", poison_epoch_1)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at epoch 1"):
+        train_in_process(compose_config(["epochs=2"]), tmp_path)
+    state = checkpoint.load_checkpoint(tmp_path / checkpoint.LAST)
+    assert state["epoch"] == 1, "the checkpoint of epoch 0 must stay as it was"
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+    assert len(read_metrics(tmp_path)) == 1
