@@ -144,12 +144,12 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
             checkpoint.save_checkpoint(
                 _checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch + 1, best_acc1, ctx),
                 ctx.run_dir, is_best)
+    best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated
     if ctx.is_main:
         writer.close()
-        best_acc1 = max(best_acc1, 0.0)
         _write_result(ctx, best_acc1, record, time.time() - started)
         log.info("done: best Acc@1 %.3f in %.1f s", best_acc1, time.time() - started)
-    return max(best_acc1, 0.0)
+    return best_acc1
 
 
 def _write_result(ctx: RankContext, best_acc1: float, last: Dict[str, Any], seconds: float) -> None:

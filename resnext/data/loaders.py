@@ -4,10 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator
 
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from ..config import ConfigError
-from .checks import check_dataset
 from .datasets import build_datasets
 
 # Batches each worker keeps ready. An ImageNet batch of 256 is ~150 MB of float32 in shared memory, so
@@ -56,12 +55,21 @@ def _worker_options(dcfg, device_type: str) -> Dict[str, Any]:
     return options
 
 
+def _class_count(dataset: Dataset) -> int:
+    # check_dataset already ran in the launcher, before any rank: the dataset knows its classes, so no
+    # rank repeats the directory listing or the CIFAR md5 check.
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    return len(base.classes)
+
+
 def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: str) -> Loaders:
-    """This rank's loaders. dataset.batch_size and val_batch_size are global: each rank gets 1/world_size."""
+    """This rank's loaders. dataset.batch_size and val_batch_size are global: each rank gets 1/world_size.
+
+    Expects a dataset that check_dataset accepted (train.main runs it before launching any rank).
+    """
     if dcfg.batch_size % world_size:
         raise ConfigError(f"dataset.batch_size={dcfg.batch_size} is the global batch and must divide by the "
                           f"world size {world_size}")
-    num_classes = check_dataset(dcfg)
     train_set, val_set = build_datasets(dcfg, seed)
     rank_batch = dcfg.batch_size // world_size
     # Always a DistributedSampler, also for one process: set_epoch(e) then gives the same order for
@@ -78,4 +86,4 @@ def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: s
     val_batch = (dcfg.val_batch_size or dcfg.batch_size) // world_size
     val = DataLoader(val_set, batch_size=max(val_batch, 1), sampler=ShardSampler(len(val_set), rank, world_size),
                      **options)
-    return Loaders(train, val, sampler, num_classes)
+    return Loaders(train, val, sampler, _class_count(train_set))
