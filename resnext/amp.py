@@ -17,7 +17,7 @@ from typing import Any, ContextManager, Dict, Optional
 
 import torch
 
-from .devices import Device
+from .devices import Device, npu_visible
 
 log = logging.getLogger("resnext")
 
@@ -48,6 +48,10 @@ def amp_problem(acfg, kind: str) -> Optional[str]:
                     "set amp.combine_grad=false")
     if acfg.mode == "bf16" and kind == "cuda" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         return "amp=bf16: this GPU has no bfloat16 support (pre-Ampere): use amp=fp16"
+    # Ascend: bf16 depends on the chip (910B and later have it, 910A/310P do not); asked only when a card
+    # is visible, since torch.npu.is_bf16_supported() initialises the device.
+    if acfg.mode == "bf16" and kind == "npu" and npu_visible() and not torch.npu.is_bf16_supported():
+        return "amp=bf16: this Ascend NPU has no bfloat16 support (torch.npu.is_bf16_supported() is false): use amp=fp16"
     return None
 
 
@@ -110,16 +114,27 @@ class MixedPrecision:
         scaler = self.scaler
         scaler.scale(loss).backward()
         scaler.step(optimizer)  # skips optimizer.step() when the unscaled gradients hold inf/NaN
-        # found_inf per device is only readable between step() and update(); summing it on the device
-        # keeps the count free of host syncs.
-        found = torch.stack([f.float() for f in scaler._found_inf_per_device(optimizer).values()]).amax()
-        self._skipped_dev = found if self._skipped_dev is None else self._skipped_dev + found
+        self._count_skip(scaler, optimizer)
         if self.static_scale is None:
             scaler.update()
         else:
             # GradScaler has no "never change the scale" mode (growth_factor must exceed 1, backoff be
-            # below 1); resetting it each step keeps it static while step() still skips overflows.
+            # below 1; torch_npu's dynamic=False also stops skipping overflowing steps); resetting it each
+            # step keeps it static while step() still skips overflows.
             scaler.update(new_scale=self.static_scale)
+
+    def _count_skip(self, scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> None:
+        """Add 1 when step() just skipped: read between step() and update(), which clears the evidence."""
+        if hasattr(scaler, "_has_overflow"):
+            # torch_npu's GradScaler skips on its host flag, which also carries overflow on other ranks
+            # and on the chip's global float status (it already synced to set it), and it adds 1 more to
+            # found_inf then, so found_inf can read 2 for one skipped step.
+            self._skipped_host += int(bool(scaler._has_overflow))
+            return
+        # torch's GradScaler: found_inf per device is a 0/1 tensor; summing on the device keeps the count
+        # free of host syncs.
+        found = torch.stack([f.float() for f in scaler._found_inf_per_device(optimizer).values()]).amax()
+        self._skipped_dev = found if self._skipped_dev is None else self._skipped_dev + found
 
     def _apex_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         with self._apex.scale_loss(loss, optimizer) as scaled_loss:
@@ -147,6 +162,13 @@ class MixedPrecision:
             return {"mode": self.mode, "apex": self._apex.state_dict()}
         return {}
 
+    def _scaler_state(self, saved: Dict[str, Any]) -> Dict[str, Any]:
+        """torch_npu's GradScaler.load_state_dict requires its own 'dynamic' key, which a checkpoint of torch's
+        GradScaler (a CUDA or CPU run) lacks; torch's ignores the key. Only dynamic scales are restored."""
+        if hasattr(self.scaler, "_has_overflow") and "dynamic" not in saved:
+            return {**saved, "dynamic": True}
+        return saved
+
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         saved = state.get("mode", "off") if state else "off"
         if saved != self.mode:
@@ -156,6 +178,6 @@ class MixedPrecision:
             return
         if self.scaler is not None and self.static_scale is None:
             # A static scale comes from the config, not the checkpoint: only a dynamic one is restored.
-            self.scaler.load_state_dict(state["scaler"])
+            self.scaler.load_state_dict(self._scaler_state(state["scaler"]))
         elif self._apex is not None:
             self._apex.load_state_dict(state["apex"])

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any, ContextManager, Iterable, List, Optional, Sequence
 
 import torch
 
 from .config import ConfigError
+from .npu_pairing import imported_pairing_problem, installed_pairing_problem
 
 log = logging.getLogger("resnext")
 
@@ -37,7 +40,43 @@ def import_torch_npu() -> ModuleType:
     except OSError as err:  # torch_npu is there but CANN's shared libraries are not on the loader path
         raise ConfigError(f"device.type=npu: torch_npu is installed but CANN's libraries do not load ({err}): "
                           "source CANN's set_env.sh (scripts/env_npu.sh does) and check the Ascend driver") from err
+    except RuntimeError as err:  # torch_npu._check_device_conflict: torch is a CUDA (or other accelerator) build
+        raise ConfigError(f"device.type=npu: torch_npu refuses this torch ({str(err).splitlines()[0]}): install "
+                          "the CPU build of the torch it pins: " + NPU_SETUP_HINT) from err
     return torch_npu
+
+
+def standin_tensor_type() -> Optional[str]:
+    """The one seam for the CPU stand-in of torch_npu (tests/fake_npu_pkg): it sets STANDIN_TENSOR_DEVICE
+    to 'cpu' so that 'npu' tensors, autocast and DDP run on the CPU. The real torch_npu has no such
+    attribute, so on a real card this is None and nothing changes."""
+    return getattr(sys.modules.get("torch_npu"), "STANDIN_TENSOR_DEVICE", None)
+
+
+def zero_grad(optimizer: torch.optim.Optimizer) -> None:
+    """Clear gradients as the optimizer allows. torch_npu's fused optimizers (`is_fused_optimizer`) keep
+    every gradient as a view into one combined buffer, so they raise ValueError on set_to_none=True and
+    are zeroed in place; every other optimizer frees the gradients (less memory, no memset)."""
+    optimizer.zero_grad(set_to_none=not getattr(optimizer, "is_fused_optimizer", False))
+
+
+@dataclass(frozen=True)
+class RankContext:
+    """Where one rank stands: its global and local rank, the world size, its device, the run directory."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: "Device"
+    run_dir: Path
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
 
 
 @dataclass(frozen=True)
@@ -51,7 +90,15 @@ class Device:
 
     @property
     def torch_device(self) -> torch.device:
+        if self.type == "npu" and standin_tensor_type() is not None:
+            return torch.device(standin_tensor_type())
         return torch.device(self.type) if self.index is None else torch.device(self.type, self.index)
+
+    @property
+    def ddp_device_ids(self) -> Optional[List[int]]:
+        """DDP's device_ids: the card for a single-card module, None for CPU modules (DDP's rule)."""
+        index = self.torch_device.index
+        return None if index is None else [index]
 
     def __str__(self) -> str:
         return self.type if self.index is None else f"{self.type}:{self.index}"
@@ -87,7 +134,7 @@ class Device:
     def autocast(self, dtype: Optional[torch.dtype]) -> ContextManager:
         if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.type, dtype=dtype)
+        return torch.autocast(device_type=self.torch_device.type, dtype=dtype)
 
     def grad_scaler(self, **kwargs: Any) -> torch.amp.GradScaler:
         if self.type == "npu":
@@ -130,10 +177,16 @@ class Device:
 
 def npu_problem(indices: Sequence[int]) -> Optional[str]:
     """None when torch_npu imports and every listed card is visible; else what is missing and what to do."""
+    problem = installed_pairing_problem()  # before the import: a mismatched pair may not even import
+    if problem:
+        return problem
     try:
         import_torch_npu()
     except ConfigError as err:
         return str(err)
+    problem = imported_pairing_problem(sys.modules["torch_npu"])
+    if problem:
+        return problem
     if not torch.npu.is_available() or torch.npu.device_count() == 0:
         return ("device.type=npu: torch_npu imports but sees no NPU (torch.npu.is_available() is false): check "
                 "that CANN is set up in this shell (source scripts/env_npu.sh), that the Ascend driver is "
@@ -163,6 +216,15 @@ def hardware_problem(kind: str, indices: Sequence[int]) -> Optional[str]:
         return npu_problem(indices)
     if kind == "cuda":
         return cuda_problem(indices)
+    return None
+
+
+def layout_problem(kind: str, channels_last: bool) -> Optional[str]:
+    """torch_npu's fused SGD moves every parameter into one combined buffer and raises RuntimeError
+    ('Tensors to combine must be contiguous') on channels_last weights, at the first step."""
+    if kind == "npu" and channels_last:
+        return ("model.channels_last=true on npu: torch_npu's fused SGD only combines contiguous (NCHW) weights, "
+                "and Ascend picks its own internal layout anyway: set model.channels_last=false")
     return None
 
 

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .amp import MixedPrecision
-from .launch import RankContext
+from .devices import RankContext, zero_grad
 from .metrics import Throughput, correct_topk
 
 log = logging.getLogger("resnext")
@@ -89,7 +89,7 @@ def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimiz
         with amp.autocast():
             output = model(images)
             loss = criterion(output, target)
-        optimizer.zero_grad(set_to_none=True)
+        zero_grad(optimizer)  # as the optimizer allows: torch_npu's fused ones refuse set_to_none
         amp.backward_and_step(loss, optimizer)
         scheduler.step()
 

@@ -21,31 +21,15 @@ from omegaconf import DictConfig, OmegaConf
 from . import distributed
 from .amp import amp_problem, describe_amp
 from .config import Config, ConfigError
-from .devices import ALLOWED_BACKENDS, BACKENDS, Device, hardware_problem, local_devices, resolve_type
+from .devices import (ALLOWED_BACKENDS, BACKENDS, Device, RankContext, hardware_problem, layout_problem, local_devices,
+                      resolve_type)
 from .metrics import setup_process_logging
 from .optim import effective_lr
 
 # hydra.run.dir in conf/config.yaml calls this resolver; train.py imports this module before composing.
 distributed.register_resolvers()
 
-Worker = Callable[[DictConfig, "RankContext"], float]
-
-
-@dataclass(frozen=True)
-class RankContext:
-    rank: int
-    local_rank: int
-    world_size: int
-    device: Device
-    run_dir: Path
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
+Worker = Callable[[DictConfig, RankContext], float]
 
 
 @dataclass(frozen=True)
@@ -118,7 +102,8 @@ def plan(cfg: DictConfig) -> LaunchPlan:
     backend = _backend(cfg.distributed.backend, kind)
     _check_ranks(cfg, kind, world_size)
 
-    problems = [p for p in (hardware_problem(kind, [d.index for d in devices]), amp_problem(cfg.amp, kind)) if p]
+    problems = [p for p in (hardware_problem(kind, [d.index for d in devices]), amp_problem(cfg.amp, kind),
+                            layout_problem(kind, cfg.model.channels_last)) if p]
     if problems and not dry_run:
         raise ConfigError("\n".join(problems))
     if mode == "spawn" and world_size > 1 and port is None and not dry_run:

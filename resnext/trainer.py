@@ -21,8 +21,8 @@ from torch import nn
 from . import checkpoint
 from .amp import MixedPrecision
 from .data import build_loaders
+from .devices import RankContext
 from .engine import LoopSettings, evaluate, train_one_epoch
-from .launch import RankContext
 from .metrics import MetricsWriter
 from .models import build_model
 from .optim import build_optimizer, build_scheduler, effective_lr
@@ -56,8 +56,7 @@ def _prepare_model(cfg: DictConfig, model: nn.Module, ctx: RankContext) -> nn.Mo
 def _wrap_ddp(model: nn.Module, ctx: RankContext) -> nn.Module:
     if not ctx.distributed:
         return model
-    device_ids = None if ctx.device.index is None else [ctx.device.index]
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ctx.device.ddp_device_ids)
 
 
 def _checkpoint_state(cfg: DictConfig, model: nn.Module, optimizer, scheduler, amp: MixedPrecision,
