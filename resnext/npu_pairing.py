@@ -17,9 +17,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 
-def torch_release(version: str = torch.__version__) -> str:
-    """'2.14.1+cu130' -> '2.14.1': the public release that torch_npu pins against."""
-    return Version(version).base_version
+def torch_release(version: Optional[str] = None) -> str:
+    """'2.14.1+cu130' -> '2.14.1': the public release that torch_npu pins against (default: this torch)."""
+    return Version(version or torch.__version__).base_version
 
 
 def declared_torch_pin() -> Optional[str]:
@@ -46,11 +46,12 @@ def pin_for_version(npu_version: str) -> Optional[str]:
         return None
 
 
-def pairing_problem(pin: Optional[str], npu_version: Optional[str], torch_version: str = torch.__version__
+def pairing_problem(pin: Optional[str], npu_version: Optional[str], torch_version: Optional[str] = None
                     ) -> Optional[str]:
-    """None when torch `torch_version` satisfies torch_npu's `pin`; else the refusal with the pip line."""
+    """None when torch `torch_version` (default: this one) satisfies torch_npu's `pin`; else the refusal."""
     if pin is None:
         return None
+    torch_version = torch_version or torch.__version__
     requirement = Requirement(pin)
     release = torch_release(torch_version)
     if requirement.specifier.contains(release, prereleases=True):
