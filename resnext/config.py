@@ -48,15 +48,27 @@ class DatasetConfig:
     workers: int = 4  # DataLoader workers per rank
     pin_memory: bool = True
     image_size: int = 224  # training crop / synthetic image side
-    val_resize: int = 256  # imagenet/folder: resize before the centre crop
+    val_resize: int = 256  # resize before the centre crop (the synthetic preset sets its image side: no resize)
     mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    # synthetic only
-    train_size: int = 5000
-    val_size: int = 1000
     # Use only the first N (train) / M (val) samples: quick checks on a slice of a real dataset.
     train_subset: Optional[int] = None
     val_subset: Optional[int] = None
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
+    """dataset=synthetic: the common keys plus the set's size, which means nothing for a dataset on disk."""
+
+    train_size: int = 5000
+    val_size: int = 1000
+
+
+@dataclass
+class CheckpointConfig:
+    # What the run directory keeps: all (checkpoint.pth.tar every epoch + model_best.pth.tar, weights only),
+    # last (checkpoint.pth.tar only), best (model_best.pth.tar only), none (nothing: no resume possible).
+    save: str = "all"
 
 
 @dataclass
@@ -134,6 +146,7 @@ class Config:
     optim: OptimConfig = MISSING
     schedule: ScheduleConfig = MISSING
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # what each run keeps on disk
 
     epochs: int = 90
     seed: Optional[int] = 0
@@ -150,7 +163,11 @@ class Config:
 
 
 def register_configs() -> None:
-    ConfigStore.instance().store(name="resnext_schema", node=Config)
+    store = ConfigStore.instance()
+    store.store(name="resnext_schema", node=Config)
+    # A dataset preset whose keys differ from the common ones names its schema in its defaults list
+    # (conf/dataset/synthetic.yaml): its own keys are typed, and other presets do not show them.
+    store.store(group="resnext_dataset_schema", name="synthetic", node=SyntheticDatasetConfig, package="dataset")
 
 
 _CHOICES = {
@@ -164,6 +181,7 @@ _CHOICES = {
     "optim.name": ("sgd",),
     "optim.lr_scaling": ("none", "linear", "sqrt"),
     "schedule.name": ("step", "cosine"),
+    "checkpoint.save": ("all", "last", "best", "none"),
 }
 
 

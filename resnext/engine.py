@@ -9,7 +9,7 @@ import logging
 import math
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -33,6 +33,8 @@ class LoopSettings:
     max_steps: Optional[int]
     progress_bar: bool
     channels_last: bool
+    # Rank 0's per-step sink (TensorBoard), called every print_freq steps with (global step, scalars).
+    on_step: Optional[Callable[[int, Dict[str, float]], None]] = None
 
 
 def _progress(loader: Any, total: int, enabled: bool, desc: str) -> Any:
@@ -91,6 +93,7 @@ def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimiz
             loss = criterion(output, target)
         zero_grad(optimizer)  # as the optimizer allows: torch_npu's fused ones refuse set_to_none
         amp.backward_and_step(loss, optimizer)
+        lr = optimizer.param_groups[0]["lr"]  # this step's, before the schedule moves on
         scheduler.step()
 
         totals.add(loss, output, target)
@@ -104,19 +107,20 @@ def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimiz
                     "(schedule.warmup_epochs) or use amp=fp16 with loss scaling; the last checkpoint is intact")
             if ctx.is_main and not show_bar:
                 log.info("Epoch: [%d][%d/%d] lr %.5f loss %.4f (%.4f) FPS %.1f", epoch, step + 1, steps,
-                         optimizer.param_groups[0]["lr"], loss_value, totals.running_loss(),
-                         throughput.fps)
+                         lr, loss_value, totals.running_loss(), throughput.fps)
+            if ctx.is_main and settings.on_step is not None:
+                settings.on_step(epoch * steps + step + 1, {"loss": loss_value, "lr": lr, "fps": throughput.fps})
     ctx.device.synchronize()
     fps = throughput.fps
     loss_mean, acc1, acc5, _ = totals.summed_over_ranks()
     result = {"train_loss": loss_mean, "train_acc1": acc1, "train_acc5": acc5, "fps": fps,
-              "skipped_steps": amp.skipped_steps()}
+              "skipped_steps": amp.skipped_steps(), "lr_last": lr}
     if not math.isfinite(result["train_loss"]) and not amp.absorbs_overflow:
         raise NonFiniteLossError(f"the mean training loss of epoch {epoch} is {result['train_loss']}: "
                                  "lower optim.lr or use loss scaling; the last checkpoint is intact")
     if ctx.is_main:
         # The ModelZoo scripts read this line: it must end with "FPS@all <n>".
-        log.info("[gpu id: %s] Epoch: [%d] loss %.4f Acc@1 %.3f skipped %d FPS@all %.3f", ctx.device.index,
+        log.info("[device %s] Epoch: [%d] loss %.4f Acc@1 %.3f skipped %d FPS@all %.3f", ctx.device,
                  epoch, result["train_loss"], result["train_acc1"], result["skipped_steps"], fps)
     return result
 

@@ -85,7 +85,7 @@ def setup_process_logging(run_dir: Path, rank: int) -> None:
 
 
 class MetricsWriter:
-    """Per-epoch records to metrics.jsonl and TensorBoard. Only rank 0 creates one."""
+    """Per-epoch records to metrics.jsonl and TensorBoard, per-step scalars to TensorBoard. Rank 0 only."""
 
     def __init__(self, run_dir: Path, tensorboard: bool) -> None:
         self.path = run_dir / "metrics.jsonl"
@@ -104,6 +104,12 @@ class MetricsWriter:
                 if key != "epoch" and isinstance(value, (int, float)):
                     self.tb.add_scalar(key, value, step)
             self.tb.flush()
+
+    def write_step(self, step: int, scalars: Dict[str, float]) -> None:
+        """Per-step scalars (loss, lr, throughput every print_freq steps) under step/ in TensorBoard only."""
+        if self.tb is not None:
+            for key, value in scalars.items():
+                self.tb.add_scalar(f"step/{key}", value, step)
 
     def close(self) -> None:
         if self.tb is not None:

@@ -7,19 +7,21 @@ job that dies on eight cards after the first epoch.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import launch
+from . import launch, resume
 from .config import ConfigError, check_config, register_configs
 from .data import check_dataset
-from .sweep import place_job_on_devices
+from .suggest import suggest_on_error
+from .sweep import place_job_on_devices, record_outcome
 from .trainer import fit
 
 log = logging.getLogger("resnext")
@@ -29,13 +31,47 @@ register_configs()
 
 def _check_dataset(cfg: DictConfig) -> Optional[str]:
     """A dry run checks a launch plan, perhaps on a machine without the data: report, don't stop."""
+    return _refused_unless_dry_run(cfg, lambda: check_dataset(cfg.dataset))
+
+
+def _refused_unless_dry_run(cfg: DictConfig, check: Callable[[], object]) -> Optional[str]:
     try:
-        check_dataset(cfg.dataset)
+        check()
     except ConfigError as err:
         if not cfg.launch.dry_run:
             raise
         return str(err)
     return None
+
+
+# What Hydra puts in a run directory before main runs; a directory holding nothing else is discarded.
+_HYDRA_ONLY = {".hydra", "train.log"}
+
+
+def _discard_run_dir(run_dir: Path) -> None:
+    """A refused run or a dry run leaves no outputs/<date>/<time>/ behind (nor empty parents of it)."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN or not run_dir.is_dir():
+        return  # a sweep's job directory records the job, refused or not
+    if {p.name for p in run_dir.iterdir()} <= _HYDRA_ONLY:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in (run_dir.parent, run_dir.parent.parent):
+            if parent.name and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+
+
+def _run(cfg: DictConfig, plan: launch.LaunchPlan, run_dir: Path) -> float:
+    """Launch; a failure is written to train.log (with its traceback) and to result.json as status failed."""
+    try:
+        return launch.run(cfg, plan, run_dir, fit)
+    except Exception as err:
+        if isinstance(err, ConfigError):  # found once the data was loaded, e.g. a folder's class count
+            log.error("%s", err)
+        else:
+            log.exception("the run failed")
+        record_outcome(run_dir, err)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        sys.exit(2 if isinstance(err, ConfigError) else 1)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -46,18 +82,29 @@ def main(cfg: DictConfig) -> float:
         dataset_problem = _check_dataset(cfg)
         place_job_on_devices(cfg)  # before the plan: a sweep's parallel jobs each get their own devices
         plan = launch.plan(cfg)
+        files_problem = _refused_unless_dry_run(cfg, lambda: resume.check_input_files(cfg))
     except ConfigError as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweep records this job as failed and goes on with the others
         log.error("%s", err)
+        _discard_run_dir(run_dir)
         sys.exit(2)
     if cfg.launch.dry_run:
         print(plan.describe())
         if dataset_problem:
             print(f"  dataset: a real launch would refuse it: {dataset_problem}")
+        if files_problem:
+            print(f"  resume/model.weights: a real launch would refuse it: {files_problem}")
+        _discard_run_dir(run_dir)
         return 0.0
-    return launch.run(cfg, plan, run_dir, fit)
+    return _run(cfg, plan, run_dir)
+
+
+def cli() -> None:
+    """The console script and `python -m resnext.train`: main, plus "did you mean" for a mistyped key."""
+    with suggest_on_error(sys.argv[1:]):
+        main()
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -9,16 +9,17 @@ import json
 import logging
 import os
 import random
+import statistics
 import sys
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, resume
 from .amp import MixedPrecision
 from .data import build_loaders
 from .devices import RankContext
@@ -60,10 +61,13 @@ def _wrap_ddp(model: nn.Module, ctx: RankContext) -> nn.Module:
 
 
 def _checkpoint_state(cfg: DictConfig, model: nn.Module, optimizer, scheduler, amp: MixedPrecision,
-                      epoch: int, best_acc1: float, ctx: RankContext) -> Dict[str, Any]:
+                      epoch: int, best_acc1: float, ctx: RankContext, num_classes: int,
+                      steps_per_epoch: int) -> Dict[str, Any]:
     return {
         "epoch": epoch,  # the next epoch to run
         "arch": cfg.model.arch,
+        "num_classes": num_classes,
+        "schedule": resume.schedule_length(cfg, steps_per_epoch),  # a resume with other epochs rebuilds it
         "state_dict": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -90,7 +94,10 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
     steps_per_epoch = len(loaders.train)
     if cfg.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    scheduler = build_scheduler(cfg.schedule, optimizer, cfg.epochs, steps_per_epoch)
+    def make_scheduler():
+        return build_scheduler(cfg.schedule, optimizer, cfg.epochs, steps_per_epoch)
+
+    scheduler = make_scheduler()
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
     if ctx.is_main:
         log.info("%s: %.2fM parameters, %d classes; global batch %d (%d per rank x %d ranks), lr %g%s",
@@ -102,13 +109,10 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
     start_epoch, best_acc1 = 0, -1.0
     if cfg.resume:
         state = checkpoint.load_checkpoint(cfg.resume)
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        amp.load_state_dict(state["amp"])
-        start_epoch, best_acc1 = state["epoch"], state["best_acc1"]
-        checkpoint.restore_rng_state(state["rng"])
-        ctx.device.set_rng_state(state["rng"]["device"])
+        start_epoch, best_acc1, scheduler = resume.restore(state, cfg.resume, cfg, model, optimizer, scheduler, amp,
+                                                           loaders.num_classes, steps_per_epoch, make_scheduler)
+        if "rng" in state:
+            ctx.device.set_rng_state(state["rng"]["device"])
         if ctx.is_main:
             log.info("resumed from %s at epoch %d (best Acc@1 %.3f)", cfg.resume, start_epoch, best_acc1)
 
@@ -122,10 +126,16 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
 
     if cfg.evaluate:
         # The unwrapped module: each rank evaluates its own shard, no DDP collectives in the forward.
-        return evaluate(model, loaders.val, criterion, amp, ctx, settings)["acc1"]
+        stats = evaluate(model, loaders.val, criterion, amp, ctx, settings)
+        if ctx.is_main:
+            _write_json(ctx, "eval.json", {**stats, "resume": cfg.resume, "model.weights": cfg.model.weights,
+                                           "dataset": cfg.dataset.name})
+        return stats["acc1"]
 
     writer = MetricsWriter(ctx.run_dir, cfg.tensorboard) if ctx.is_main else None
+    settings.on_step = writer.write_step if writer is not None else None
     record: Dict[str, Any] = {}
+    fps_per_epoch: List[float] = []
     for epoch in range(start_epoch, cfg.epochs):
         epoch_start = time.time()
         loaders.train_sampler.set_epoch(epoch)
@@ -137,22 +147,32 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
         if is_best:
             best_acc1 = val_stats["acc1"]
         if ctx.is_main:
+            # lr: the first step's; lr_last (from train_stats): the last step's.
             record = {"epoch": epoch, "lr": lr_now, **train_stats, **val_stats,
                       "best_acc1": max(best_acc1, 0.0), "seconds": time.time() - epoch_start}
             writer.write(record)
+            fps_per_epoch.append(train_stats["fps"])
             checkpoint.save_checkpoint(
-                _checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch + 1, best_acc1, ctx),
-                ctx.run_dir, is_best)
+                _checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch + 1, best_acc1, ctx,
+                                  loaders.num_classes, steps_per_epoch),
+                ctx.run_dir, is_best, cfg.checkpoint.save)
     best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated
     if ctx.is_main:
         writer.close()
-        _write_result(ctx, best_acc1, record, time.time() - started)
+        _write_result(ctx, best_acc1, record, fps_per_epoch, time.time() - started)
         log.info("done: best Acc@1 %.3f in %.1f s", best_acc1, time.time() - started)
     return best_acc1
 
 
-def _write_result(ctx: RankContext, best_acc1: float, last: Dict[str, Any], seconds: float) -> None:
-    """result.json: what a sweep summary reads for this job."""
+def _write_json(ctx: RankContext, name: str, content: Dict[str, Any]) -> None:
+    (ctx.run_dir / name).write_text(json.dumps(content, indent=2) + "\n")
+
+
+def _write_result(ctx: RankContext, best_acc1: float, last: Dict[str, Any], fps_per_epoch: List[float],
+                  seconds: float) -> None:
+    """result.json: what a sweep summary reads for this job. fps is the median epoch's, not the last's."""
     result = {"status": "completed", "best_acc1": best_acc1, "final_train_loss": last.get("train_loss"),
-              "fps": last.get("fps"), "wall_time_s": seconds}
-    (ctx.run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+              "fps": statistics.median(fps_per_epoch) if fps_per_epoch else None,
+              "fps_is": "median over this run's epochs of FPS@all", "fps_per_epoch": fps_per_epoch,
+              "wall_time_s": seconds}
+    _write_json(ctx, "result.json", result)

@@ -33,11 +33,21 @@ TINY = [
 ]
 
 
+# Keys only dataset=synthetic has (its schema, SyntheticDatasetConfig): TINY drops them for other datasets.
+SYNTHETIC_ONLY = ("dataset.train_size", "dataset.val_size")
+
+
+def tiny_for(overrides: Sequence[str]) -> List[str]:
+    """TINY, less the synthetic-only keys when the overrides choose another dataset (or an experiment)."""
+    other = any(o.startswith(("dataset=", "experiment=")) and o != "dataset=synthetic" for o in overrides)
+    return [o for o in TINY if not (other and o.split("=")[0] in SYNTHETIC_ONLY)]
+
+
 def compose_config(overrides: Sequence[str] = (), tiny: bool = True) -> DictConfig:
     """The config `python -m resnext.train <overrides>` would run, composed from the real conf/ tree."""
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="resnext.conf", version_base="1.3"):
-        return compose(config_name="config", overrides=[*(TINY if tiny else []), *overrides])
+        return compose(config_name="config", overrides=[*(tiny_for(overrides) if tiny else []), *overrides])
 
 
 def run_cli(args: Sequence[str], cwd: Path, timeout: float = 300, env_extra: dict | None = None,
