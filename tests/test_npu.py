@@ -13,7 +13,7 @@ from tests.conftest import compose_config, train_in_process
 from resnext import launch
 from resnext.amp import MixedPrecision
 from resnext.config import AmpConfig, ConfigError
-from resnext.devices import Device, zero_grad
+from resnext.devices import Device, resolve_type, zero_grad
 from resnext.npu_pairing import pairing_problem
 
 NPU = Device("npu", 0)
@@ -155,3 +155,13 @@ def test_npu_1p_trains_on_the_standin_with_fused_sgd_int32_targets_and_its_card(
     assert fake_npu.calls(npu, "set_device") == [("npu:3",)] and fake_npu.calls(npu, "set_compile_mode") == [(False,)]
     state = torch.load(tmp_path / "run" / "checkpoint.pth.tar", weights_only=True)
     assert state["optimizer"]["state"], "the fused SGD took no step"
+
+
+def test_auto_says_why_a_mismatched_torch_npu_is_passed_over(monkeypatch, tmp_path, caplog):
+    fake_npu.install(monkeypatch)
+    fake_npu.write_dist_info(tmp_path, "2.14.0", "torch==2.14.0.*")
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    monkeypatch.setattr(torch, "__version__", "2.13.1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_type("auto") == "cpu"
+    assert "device=auto does not use the NPU: device.type=npu: torch_npu 2.14.0 is built for" in caplog.text
