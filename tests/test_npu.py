@@ -130,7 +130,8 @@ def test_mismatched_torch_npu_pair_is_refused_before_import_with_the_pip_line(mo
 
 def test_torch_npu_without_metadata_is_paired_by_its_version(monkeypatch):
     fake_npu.install(monkeypatch, version="2.13.0.post2")
-    with pytest.raises(ConfigError, match=r'built for torch==2\.13\.0\.\* but torch .* pip install "torch==2\.13\.0\.\*"'):
+    pin = r"torch==2\.13\.0\.\*"
+    with pytest.raises(ConfigError, match=rf'built for {pin} but torch .* pip install "{pin}"'):
         launch.plan(compose_config(["device=npu_1p"]))
 
 
