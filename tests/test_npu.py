@@ -166,3 +166,14 @@ def test_auto_says_why_a_mismatched_torch_npu_is_passed_over(monkeypatch, tmp_pa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_type("auto") == "cpu"
     assert "device=auto does not use the NPU: device.type=npu: torch_npu 2.14.0 is built for" in caplog.text
+
+
+def test_torch_npu_refusing_a_cuda_torch_is_a_clear_refusal(monkeypatch, tmp_path):
+    # torch_npu's _check_device_conflict, as it raises next to a CUDA build of torch
+    (tmp_path / "torch_npu").mkdir()
+    (tmp_path / "torch_npu" / "__init__.py").write_text(
+        'raise RuntimeError("Two accelerators cannot be used at the same time in PyTorch: npu and cuda.\\nmore")\n')
+    monkeypatch.delitem(sys.modules, "torch_npu", raising=False)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    with pytest.raises(ConfigError, match="torch_npu refuses this torch .*npu and cuda.*CPU build"):
+        launch.plan(compose_config(["device=npu_1p"]))
