@@ -51,7 +51,8 @@ def amp_problem(acfg, kind: str) -> Optional[str]:
     # Ascend: bf16 depends on the chip (910B and later have it, 910A/310P do not); asked only when a card
     # is visible, since torch.npu.is_bf16_supported() initialises the device.
     if acfg.mode == "bf16" and kind == "npu" and npu_visible() and not torch.npu.is_bf16_supported():
-        return "amp=bf16: this Ascend NPU has no bfloat16 support (torch.npu.is_bf16_supported() is false): use amp=fp16"
+        return ("amp=bf16: this Ascend NPU has no bfloat16 support (torch.npu.is_bf16_supported() is false): "
+                "use amp=fp16")
     return None
 
 

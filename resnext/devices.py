@@ -237,8 +237,11 @@ def resolve_type(requested: str) -> str:
     """device.type=auto: npu if torch_npu imports and a card is visible, else cuda, else cpu."""
     if requested != "auto":
         return requested
-    if npu_visible():
+    problem = npu_problem([0])
+    if problem is None:
         return "npu"
+    if installed_pairing_problem() is not None:  # torch_npu is installed but unusable: say why it is passed over
+        log.warning("device=auto does not use the NPU: %s", problem)
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

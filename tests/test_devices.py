@@ -31,8 +31,8 @@ def test_npu_rank_pieces(monkeypatch):
     module, npu = fake_npu.install(monkeypatch)
     device = Device("npu", 2)
     assert device.backend == "hccl"
-    # The target dtype is the NPU's; the copy itself is replaced by a CPU one (no card here).
-    monkeypatch.setattr(Device, "torch_device", property(lambda self: torch.device("cpu")))
+    # The target dtype is the NPU's; the stand-in's 'npu' tensors live on the CPU.
+    assert device.torch_device == torch.device("cpu") and device.ddp_device_ids is None
     assert device.prepare_target(torch.tensor([1, 2], dtype=torch.int64)).dtype == torch.int32
     assert Device("cpu").prepare_target(torch.tensor([1])).dtype == torch.int64
 

@@ -13,7 +13,7 @@ from tests.conftest import compose_config, train_in_process
 from resnext import launch
 from resnext.amp import MixedPrecision
 from resnext.config import AmpConfig, ConfigError
-from resnext.devices import Device, zero_grad
+from resnext.devices import Device, resolve_type, zero_grad
 from resnext.npu_pairing import pairing_problem
 
 NPU = Device("npu", 0)
@@ -130,7 +130,8 @@ def test_mismatched_torch_npu_pair_is_refused_before_import_with_the_pip_line(mo
 
 def test_torch_npu_without_metadata_is_paired_by_its_version(monkeypatch):
     fake_npu.install(monkeypatch, version="2.13.0.post2")
-    with pytest.raises(ConfigError, match=r'built for torch==2\.13\.0\.\* but torch .* pip install "torch==2\.13\.0\.\*"'):
+    pin = r"torch==2\.13\.0\.\*"
+    with pytest.raises(ConfigError, match=rf'built for {pin} but torch .* pip install "{pin}"'):
         launch.plan(compose_config(["device=npu_1p"]))
 
 
@@ -155,3 +156,24 @@ def test_npu_1p_trains_on_the_standin_with_fused_sgd_int32_targets_and_its_card(
     assert fake_npu.calls(npu, "set_device") == [("npu:3",)] and fake_npu.calls(npu, "set_compile_mode") == [(False,)]
     state = torch.load(tmp_path / "run" / "checkpoint.pth.tar", weights_only=True)
     assert state["optimizer"]["state"], "the fused SGD took no step"
+
+
+def test_auto_says_why_a_mismatched_torch_npu_is_passed_over(monkeypatch, tmp_path, caplog):
+    fake_npu.install(monkeypatch)
+    fake_npu.write_dist_info(tmp_path, "2.14.0", "torch==2.14.0.*")
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    monkeypatch.setattr(torch, "__version__", "2.13.1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_type("auto") == "cpu"
+    assert "device=auto does not use the NPU: device.type=npu: torch_npu 2.14.0 is built for" in caplog.text
+
+
+def test_torch_npu_refusing_a_cuda_torch_is_a_clear_refusal(monkeypatch, tmp_path):
+    # torch_npu's _check_device_conflict, as it raises next to a CUDA build of torch
+    (tmp_path / "torch_npu").mkdir()
+    (tmp_path / "torch_npu" / "__init__.py").write_text(
+        'raise RuntimeError("Two accelerators cannot be used at the same time in PyTorch: npu and cuda.\\nmore")\n')
+    monkeypatch.delitem(sys.modules, "torch_npu", raising=False)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    with pytest.raises(ConfigError, match="torch_npu refuses this torch .*npu and cuda.*CPU build"):
+        launch.plan(compose_config(["device=npu_1p"]))
