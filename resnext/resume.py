@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
