@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -162,7 +162,17 @@ class Config:
     progress_bar: Optional[bool] = None  # None: a bar when stdout is a terminal
 
 
+def default_checkpoint_save() -> str:
+    """checkpoint.save's default: all for a single run; best (weights only) for each job of a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return "best" if multirun else "all"
+
+
 def register_configs() -> None:
+    OmegaConf.register_new_resolver("resnext.checkpoint_save", default_checkpoint_save, replace=True)
     store = ConfigStore.instance()
     store.store(name="resnext_schema", node=Config)
     # A dataset preset whose keys differ from the common ones names its schema in its defaults list

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import functools
 import logging
-from pathlib import Path
 from typing import Callable
 
-import torch
 import torchvision
 from torch import nn
 
+from .checkpoint import load_checkpoint
 from .config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -60,10 +59,7 @@ def build_model(mcfg, num_classes: int) -> nn.Module:
 
 def load_weights(model: nn.Module, path: str) -> None:
     """Load a torchvision-format state dict; a head of another class count is left freshly initialised."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"model.weights={path}: no such file (expected a torchvision-format state dict)")
-    state = torch.load(file, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path, "model.weights")  # one clear line for a missing or unreadable file
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]  # a checkpoint.pth.tar of ours works too
     state = {k.removeprefix("module."): v for k, v in state.items()}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
@@ -50,8 +49,10 @@ def _check_fits(weights: Dict[str, Any], cfg: DictConfig, key: str, path: str, n
     with torch.device("meta"):
         expected = build_model(OmegaConf.merge(cfg.model, {"weights": None}), num_classes).state_dict()
     skip = {"fc.weight", "fc.bias"} if allow_other_head else set()
-    missing = sorted(set(expected) - set(weights) - skip)
-    unexpected = sorted(set(weights) - set(expected))
+    # BatchNorm's step counter: FrozenBatchNorm2d drops it on load, and torchvision's files lack it.
+    counters = {k for k in set(expected) | set(weights) if k.endswith("num_batches_tracked")}
+    missing = sorted(set(expected) - set(weights) - skip - counters)
+    unexpected = sorted(set(weights) - set(expected) - counters)
     wrong = sorted(k for k in set(expected) & set(weights) - skip
                    if not isinstance(weights[k], torch.Tensor) or weights[k].shape != expected[k].shape)
     if missing or unexpected or wrong:

@@ -31,7 +31,8 @@ def test_a_run_writes_the_documented_outputs(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["dataset.bogus=1"], "Key 'bogus' not in 'DatasetConfig'"),
+    (["dataset.bogus=1"], "Key 'bogus' not in 'SyntheticDatasetConfig'"),
+    (["dataset=imagenet", "dataset.root=/data", "dataset.train_size=9"], "Key 'train_size' not in 'DatasetConfig'"),
     (["epochs=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
     (["model=resnext51"], "Could not find 'model/resnext51'"),
     (["model.arch=vgg16"], "model.arch='vgg16' is not one of"),

@@ -130,3 +130,19 @@ def test_cli(grid_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert report.main([str(tmp_path / "missing")]) == 2
     (tmp_path / "empty").mkdir()
     assert report.main([str(tmp_path / "empty")]) == 1
+
+
+def test_a_single_run_directory_is_refused_without_writing_anything(tmp_path: Path, capsys) -> None:
+    run_dir = make_job(tmp_path, "run", ["epochs=2"], result=completed(50.0))  # has .hydra/ itself
+    before = sorted(p.name for p in run_dir.iterdir())
+    assert report.main([str(run_dir)]) == 1
+    assert "single run's directory, not a sweep" in capsys.readouterr().err
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    (tmp_path / "empty").mkdir()
+    assert report.main([str(tmp_path / "empty")]) == 1
+    assert not list((tmp_path / "empty").iterdir())
+
+
+def test_a_rebuild_leaves_no_lock_file(grid_dir: Path) -> None:
+    report.write_summary(grid_dir)
+    assert sorted(p.name for p in grid_dir.iterdir() if p.is_file()) == ["summary.csv", "summary.md", "summary.png"]

@@ -62,8 +62,9 @@ def test_grid_sweep_has_one_directory_per_job(grid_sweep: Path) -> None:
     for num in range(4):
         job_dir = grid_sweep / str(num)
         for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "train.log", "metrics.jsonl", "result.json",
-                     "checkpoint.pth.tar"):
+                     "model_best.pth.tar"):
             assert (job_dir / name).is_file(), f"{job_dir / name} missing"
+        assert not (job_dir / "checkpoint.pth.tar").exists(), "a sweep job keeps model_best only by default"
         cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
         configs.append((cfg.optim.lr, cfg.dataset.batch_size))
     assert sorted(configs) == [(0.05, 8), (0.05, 16), (0.1, 8), (0.1, 16)]
