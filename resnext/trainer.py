@@ -23,9 +23,12 @@ from .amp import MixedPrecision
 from .data import build_loaders
 from .engine import LoopSettings, evaluate, train_one_epoch
 from .launch import RankContext
+from .loggers import open_sinks
 from .metrics import MetricsWriter
+from .modelcard import CARD_KEY, model_card
 from .models import build_model
 from .optim import build_optimizer, build_scheduler, effective_lr
+from .perclass import ConfusionMeter, write_class_report
 
 log = logging.getLogger("resnext")
 
@@ -61,8 +64,10 @@ def _wrap_ddp(model: nn.Module, ctx: RankContext) -> nn.Module:
 
 
 def _checkpoint_state(cfg: DictConfig, model: nn.Module, optimizer, scheduler, amp: MixedPrecision,
-                      epoch: int, best_acc1: float, ctx: RankContext) -> Dict[str, Any]:
+                      epoch: int, best_acc1: float, ctx: RankContext, class_names) -> Dict[str, Any]:
     return {
+        "class_names": list(class_names),
+        CARD_KEY: model_card(cfg, class_names),  # what export/predict need: arch, classes, eval preprocessing
         "epoch": epoch,  # the next epoch to run
         "arch": cfg.model.arch,
         "state_dict": model.state_dict(),
@@ -123,9 +128,14 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
 
     if cfg.evaluate:
         # The unwrapped module: each rank evaluates its own shard, no DDP collectives in the forward.
-        return evaluate(model, loaders.val, criterion, amp, ctx, settings)["acc1"]
+        confusion = ConfusionMeter(loaders.num_classes, ctx)
+        acc1 = evaluate(model, loaders.val, criterion, amp, ctx, settings, observer=confusion)["acc1"]
+        matrix = confusion.summed()
+        if ctx.is_main:
+            write_class_report(ctx.run_dir, matrix, loaders.class_names)
+        return acc1
 
-    writer = MetricsWriter(ctx.run_dir, cfg.tensorboard) if ctx.is_main else None
+    writer = MetricsWriter(ctx.run_dir, open_sinks(cfg, ctx.run_dir)) if ctx.is_main else None
     record: Dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
         epoch_start = time.time()
@@ -142,7 +152,8 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
                       "best_acc1": max(best_acc1, 0.0), "seconds": time.time() - epoch_start}
             writer.write(record)
             checkpoint.save_checkpoint(
-                _checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch + 1, best_acc1, ctx),
+                _checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch + 1, best_acc1, ctx,
+                                  loaders.class_names),
                 ctx.run_dir, is_best)
     best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated
     if ctx.is_main:
