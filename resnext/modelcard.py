@@ -92,15 +92,20 @@ def _weights(state: Dict[str, Any], ema: bool, path: str) -> Dict[str, torch.Ten
     return cleaned
 
 
-def load_model(path: str, ema: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
-    """(model in eval mode on the CPU, card) from a checkpoint; arch and class count come from the card."""
+def build_from_card(card: Dict[str, Any]) -> nn.Module:
+    """A freshly initialised model of the card's arch, stem, norm and class count."""
     from .models import build_model
 
-    state = read_checkpoint(path)
-    card = card_from_checkpoint(state, path)
     mcfg = OmegaConf.create({"arch": card["arch"], "zero_init_residual": False, "stem": card["stem"],
                              "norm": card["norm"], "weights": None})
-    model = build_model(mcfg, card["num_classes"])
+    return build_model(mcfg, card["num_classes"])
+
+
+def load_model(path: str, ema: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
+    """(model in eval mode on the CPU, card) from a checkpoint; arch and class count come from the card."""
+    state = read_checkpoint(path)
+    card = card_from_checkpoint(state, path)
+    model = build_from_card(card)
     try:
         model.load_state_dict(_weights(state, ema, path))
     except RuntimeError as err:
