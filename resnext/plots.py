@@ -81,11 +81,13 @@ class CurvesSink(Sink):
 
 
 def most_confused(matrix: torch.Tensor, top_n: int) -> List[int]:
-    """The top_n classes with the most mistakes made on them or into them, in class order."""
+    """Up to top_n classes with the most mistakes made on them or into them (none without mistakes), in
+    class order; at least two classes, so that a perfect run still draws a matrix."""
     wrong = matrix.clone().double()
     wrong.fill_diagonal_(0)
     score = wrong.sum(dim=0) + wrong.sum(dim=1)
-    return sorted(score.argsort(descending=True)[:top_n].tolist())
+    count = min(top_n, max(int((score > 0).sum()), 2))
+    return sorted(score.argsort(descending=True, stable=True)[:count].tolist())
 
 
 def write_confusion(path: Path, matrix: torch.Tensor, class_names: Sequence[str],
