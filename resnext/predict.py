@@ -66,7 +66,8 @@ def _onnx_backend(path: str) -> Tuple[Forward, Dict[str, Any]]:
     try:
         session = ort.InferenceSession(path, providers=ort.get_available_providers())
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for a bad file
-        raise ConfigError(f"checkpoint={path} is not a readable ONNX model ({str(err).splitlines()[0][:200]})") from None
+        reason = str(err).splitlines()[0][:200]
+        raise ConfigError(f"checkpoint={path} is not a readable ONNX model ({reason})") from None
     meta = session.get_modelmeta().custom_metadata_map
     if "resnext" not in meta:
         raise ConfigError(f"checkpoint={path} carries no resnext model card: export it with python -m resnext.export")
