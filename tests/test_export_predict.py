@@ -179,3 +179,23 @@ def test_confusion_picture_of_a_1000_class_set_shows_the_most_confused_classes(t
     names = [f"n{i:08d} class number {i}" for i in range(1000)]
     write_confusion(tmp_path / "confusion.png", matrix, names)
     assert (tmp_path / "confusion.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_the_dynamo_onnx_exporter_gives_one_verified_file_too(run_dir, tmp_path, capsys):
+    out = tmp_path / "dynamo.onnx"
+    assert export.main([f"checkpoint={run_dir / 'model_best.pth.tar'}", "format=onnx", "dynamo=true",
+                        f"out={out}"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["max_abs_diff"] < 1e-3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dynamo.json", "dynamo.onnx"]  # weights inside
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_predict_on_cuda_gives_the_cpu_top1(run_dir, images):
+    def top1(device):
+        args = predict.toolargs.parse(predict.PredictArgs, [f"checkpoint={run_dir / 'model_best.pth.tar'}",
+                                                           f"inputs={images}", f"device={device}"], predict.USAGE)
+        return [r["top"][0]["class"] for r in predict.predict(args)]
+
+    assert top1("cuda") == top1("cpu")
