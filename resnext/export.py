@@ -15,6 +15,7 @@ import importlib.util
 import json
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -72,8 +73,10 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path, card: Dict[
         torch.onnx.export(model, (example,), str(out), dynamo=True, opset_version=args.opset, **names,
                           dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
     else:
-        torch.onnx.export(model, (example,), str(out), dynamo=False, opset_version=args.opset or 17, **names,
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+        with warnings.catch_warnings():  # chosen on purpose (see the module docstring): no deprecation notice
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX", category=DeprecationWarning)
+            torch.onnx.export(model, (example,), str(out), dynamo=False, opset_version=args.opset or 17, **names,
+                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
     proto = onnx.load(str(out))  # with any external weights file, which the save below folds back in
     entry = proto.metadata_props.add()
     entry.key, entry.value = "resnext", card_json(card)  # predict.py reads the card back from here
@@ -84,9 +87,11 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path, card: Dict[
 
 
 def _export_torchscript(model: nn.Module, example: torch.Tensor, out: Path, card: Dict[str, Any], args: Any):
-    traced = torch.jit.trace(model, example)
-    torch.jit.save(traced, str(out), _extra_files={"resnext.json": card_json(card)})
-    loaded = torch.jit.load(str(out), map_location="cpu")
+    with warnings.catch_warnings():  # torch marks TorchScript deprecated; the README says so once
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(model, example)
+        torch.jit.save(traced, str(out), _extra_files={"resnext.json": card_json(card)})
+        loaded = torch.jit.load(str(out), map_location="cpu")
     return lambda x: loaded(x)
 
 
