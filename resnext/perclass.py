@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 from typing import List, Sequence
 
@@ -13,6 +14,8 @@ import torch
 import torch.distributed as dist
 
 from .launch import RankContext
+
+log = logging.getLogger("resnext")
 
 
 class ConfusionMeter:
@@ -64,4 +67,6 @@ def write_class_report(run_dir: Path, matrix: torch.Tensor, class_names: Sequenc
     lines += [f"| {r['class']} | {r['samples']} | {r['acc1']:.2f} | {r['most_confused_with']} |" for r in ranked]
     (run_dir / "per_class.md").write_text("\n".join(lines) + "\n")
     write_confusion(run_dir / "confusion.png", matrix, class_names)
+    log.info("per-class Acc@1 in %s (worst first), confusion matrix in %s", run_dir / "per_class.md",
+             run_dir / "confusion.png")
     return rows
