@@ -124,20 +124,24 @@ class ScheduleConfig:
     min_lr: float = 0.0  # cosine: the floor it anneals to
 
 
-# The logger group (conf/logger/*.yaml): each option fills its own node, logger.<name>, so several compose
-# (logger=[tensorboard,mlflow]); a node left None is a sink that is off. metrics.jsonl is always written.
+# The logger group (conf/logger/*.yaml): each option sets enabled=true in its own node, logger.<name>, so
+# several compose (logger=[tensorboard,mlflow]); every node is always there, so its keys can be overridden
+# whether or not it is chosen. metrics.jsonl is always written.
 @dataclass
 class TensorBoardLoggerConfig:
+    enabled: bool = False
     dir: str = "tensorboard"  # inside the run directory
 
 
 @dataclass
 class CsvLoggerConfig:
+    enabled: bool = False
     file: str = "metrics.csv"  # inside the run directory; one row per epoch
 
 
 @dataclass
 class MlflowLoggerConfig:
+    enabled: bool = False
     tracking_uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else MLflow's local sqlite:///mlflow.db in the cwd
     experiment: str = "resnext"
     run_name: Optional[str] = None  # None: the run directory's name (a multirun job: sweep name + job number)
@@ -146,6 +150,7 @@ class MlflowLoggerConfig:
 
 @dataclass
 class WandbLoggerConfig:
+    enabled: bool = False
     project: str = "resnext"
     entity: Optional[str] = None
     group: Optional[str] = None  # None: the sweep directory in a multirun, so its jobs group together
@@ -155,10 +160,10 @@ class WandbLoggerConfig:
 
 @dataclass
 class LoggerConfig:
-    tensorboard: Optional[TensorBoardLoggerConfig] = None
-    csv: Optional[CsvLoggerConfig] = None
-    mlflow: Optional[MlflowLoggerConfig] = None
-    wandb: Optional[WandbLoggerConfig] = None
+    tensorboard: TensorBoardLoggerConfig = field(default_factory=TensorBoardLoggerConfig)
+    csv: CsvLoggerConfig = field(default_factory=CsvLoggerConfig)
+    mlflow: MlflowLoggerConfig = field(default_factory=MlflowLoggerConfig)
+    wandb: WandbLoggerConfig = field(default_factory=WandbLoggerConfig)
 
 
 @dataclass

@@ -26,6 +26,8 @@ from tests.wandb_records import read_run
     (["logger=none"], []),
     (["logger=wandb", "tensorboard=true"], ["wandb", "tensorboard"]),  # the deprecated key still works
     (["logger=[tensorboard,csv]", "tensorboard=false"], ["csv"]),
+    (["logger.mlflow.experiment=x"], ["tensorboard"]),  # a setting alone does not switch a sink on
+    (["logger=none", "logger.csv.enabled=true"], ["csv"]),
 ])
 def test_logger_group_composes_one_or_several_sinks(overrides, expected):
     cfg = compose_config(overrides, tiny=False)

@@ -24,8 +24,8 @@ WANDB_MODES = ("online", "offline", "disabled")
 
 
 def chosen(cfg: DictConfig) -> List[str]:
-    """The sinks that are on: the logger group's nodes that are set, adjusted by the deprecated `tensorboard` key."""
-    names = [name for name, node in cfg.logger.items() if node is not None]
+    """The sinks that are on: the logger group's enabled nodes, adjusted by the deprecated `tensorboard` key."""
+    names = [name for name, node in cfg.logger.items() if node.enabled]
     if cfg.get("tensorboard") is False and "tensorboard" in names:
         names.remove("tensorboard")
     if cfg.get("tensorboard") is True and "tensorboard" not in names:
@@ -41,8 +41,8 @@ def check_loggers(cfg: DictConfig) -> None:
             if importlib.util.find_spec(package) is None:
                 raise ConfigError(f"logger={name} needs the {package} package, which is not installed: "
                                   f"pip install -e \".[{extra}]\" (or choose another logger=...)")
-    wandb_cfg = cfg.logger.get("wandb")
-    if wandb_cfg is not None and wandb_cfg.mode is not None and wandb_cfg.mode not in WANDB_MODES:
+    wandb_cfg = cfg.logger.wandb
+    if "wandb" in chosen(cfg) and wandb_cfg.mode is not None and wandb_cfg.mode not in WANDB_MODES:
         raise ConfigError(f"logger.wandb.mode={wandb_cfg.mode!r} is not one of {', '.join(WANDB_MODES)} "
                           "(or null to follow $WANDB_MODE)")
 
@@ -83,9 +83,9 @@ def _run_name(tags: Dict[str, str]) -> str:
 
 
 def _build(name: str, cfg: DictConfig, run_dir: Path, run_name: str) -> Sink:
-    lcfg = cfg.logger.get(name)
+    lcfg = cfg.logger[name]
     if name == "tensorboard":
-        return TensorBoardSink(run_dir, lcfg.dir if lcfg is not None else "tensorboard")
+        return TensorBoardSink(run_dir, lcfg.dir)
     if name == "csv":
         return CsvSink(run_dir, lcfg.file)
     if name == "mlflow":
