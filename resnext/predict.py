@@ -75,9 +75,23 @@ def _onnx_backend(path: str) -> Tuple[Forward, Dict[str, Any]]:
     return (lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])), json.loads(meta["resnext"])
 
 
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("npu") and importlib.util.find_spec("torch_npu") is not None:
+        import torch_npu  # noqa: F401 - registers the npu device type with torch
+    try:
+        device = torch.device(name)
+        torch.empty(1, device=device)  # a device that is named right but absent fails here, before any work
+    except (RuntimeError, AssertionError) as err:
+        raise ConfigError(f"device={name} cannot be used here ({str(err).splitlines()[0][:160]}); "
+                          "try device=auto or device=cpu") from None
+    return device
+
+
 def _torch_backend(args: Any) -> Tuple[Forward, Dict[str, Any]]:
+    device = _device(args.device)
     model, card = load_model(args.checkpoint, ema=args.ema)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     model = model.to(device)
 
     @torch.no_grad()

@@ -129,6 +129,7 @@ def test_predict_from_checkpoint_and_from_onnx_agree(run_dir, images, tmp_path, 
     (export, ["format=onnx"], "checkpoint must be given"),
     (export, ["checkpoint={ckpt}", "format=onnx", "ema=true"], "holds no EMA weights"),
     (predict, ["checkpoint={ckpt}", "inputs={tmp}/*.jpg"], "no images there"),
+    (predict, ["checkpoint={ckpt}", "inputs={images}", "device=tpu"], "device=tpu cannot be used here"),
     (predict, ["checkpoint={garbage_onnx}", "inputs={images}"], "is not a readable ONNX model"),
     (predict, ["checkpoint={garbage}", "inputs={images}"], "is not a readable PyTorch checkpoint"),
 ])
