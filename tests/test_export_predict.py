@@ -200,3 +200,13 @@ def test_predict_on_cuda_gives_the_cpu_top1(run_dir, images):
         return [r["top"][0]["class"] for r in predict.predict(args)]
 
     assert top1("cuda") == top1("cpu")
+
+
+@pytest.mark.timeout(240)
+def test_per_class_counts_over_two_ranks_equal_one_process(run_dir, tmp_path):
+    # Each rank evaluates its own shard; the confusion matrices are summed, so every image counts once.
+    evaluate = [f"resume={run_dir / 'model_best.pth.tar'}", "evaluate=true", "device=cpu"]
+    train_in_process(compose_config(evaluate), tmp_path / "one")
+    train_in_process(compose_config([*evaluate, "distributed=spawn", "device.nprocs=2"]), tmp_path / "two")
+    one, two = ((tmp_path / d / "per_class.csv").read_text() for d in ("one", "two"))
+    assert one == two
