@@ -136,6 +136,48 @@ class ScheduleConfig:
     min_lr: float = 0.0  # cosine: the floor it anneals to
 
 
+# The logger group (conf/logger/*.yaml): each option sets enabled=true in its own node, logger.<name>, so
+# several compose (logger=[tensorboard,mlflow]); every node is always there, so its keys can be overridden
+# whether or not it is chosen. metrics.jsonl is always written.
+@dataclass
+class TensorBoardLoggerConfig:
+    enabled: bool = False
+    dir: str = "tensorboard"  # inside the run directory
+
+
+@dataclass
+class CsvLoggerConfig:
+    enabled: bool = False
+    file: str = "metrics.csv"  # inside the run directory; one row per epoch
+
+
+@dataclass
+class MlflowLoggerConfig:
+    enabled: bool = False
+    tracking_uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else MLflow's local sqlite:///mlflow.db in the cwd
+    experiment: str = "resnext"
+    run_name: Optional[str] = None  # None: the run directory's name (a multirun job: sweep name + job number)
+    log_artifacts: bool = False  # upload model_best.pth.tar and .hydra/ when the run ends
+
+
+@dataclass
+class WandbLoggerConfig:
+    enabled: bool = False
+    project: str = "resnext"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # None: the sweep directory in a multirun, so its jobs group together
+    mode: Optional[str] = None  # online | offline | disabled; None: $WANDB_MODE, else online
+    log_artifacts: bool = False  # upload model_best.pth.tar as a model artifact when the run ends
+
+
+@dataclass
+class LoggerConfig:
+    tensorboard: TensorBoardLoggerConfig = field(default_factory=TensorBoardLoggerConfig)
+    csv: CsvLoggerConfig = field(default_factory=CsvLoggerConfig)
+    mlflow: MlflowLoggerConfig = field(default_factory=MlflowLoggerConfig)
+    wandb: WandbLoggerConfig = field(default_factory=WandbLoggerConfig)
+
+
 @dataclass
 class Config:
     model: ModelConfig = MISSING
@@ -147,6 +189,7 @@ class Config:
     schedule: ScheduleConfig = MISSING
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # what each run keeps on disk
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # conf/logger: where metrics go besides metrics.jsonl
 
     epochs: int = 90
     seed: Optional[int] = 0
@@ -158,7 +201,8 @@ class Config:
     max_steps_per_epoch: Optional[int] = None
     validate: bool = True  # run validation after every epoch
     fps_warmup_steps: int = 5  # steps left out of FPS (compile, cudnn autotune, warm caches)
-    tensorboard: bool = True
+    # Deprecated, kept so old command lines work: false drops the tensorboard sink, true adds it; None: logger= decides.
+    tensorboard: Optional[bool] = None
     progress_bar: Optional[bool] = None  # None: a bar when stdout is a terminal
 
 

@@ -127,8 +127,10 @@ def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimiz
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Any, criterion: nn.Module, amp: MixedPrecision, ctx: RankContext,
-             settings: LoopSettings) -> Dict[str, float]:
-    """Validation over this rank's shard; sums are all-reduced, so every sample counts exactly once."""
+             settings: LoopSettings, observer: Optional[Any] = None) -> Dict[str, float]:
+    """Validation over this rank's shard; sums are all-reduced, so every sample counts exactly once.
+
+    `observer.add(output, target)` sees every batch (perclass.ConfusionMeter for evaluate=true)."""
     model.eval()
     totals = _Totals(ctx)
     show_bar = settings.progress_bar and ctx.is_main
@@ -138,6 +140,8 @@ def evaluate(model: nn.Module, loader: Any, criterion: nn.Module, amp: MixedPrec
             output = model(images)
             loss = criterion(output, target)
         totals.add(loss, output, target)
+        if observer is not None:
+            observer.add(output, target)
     loss_mean, acc1, acc5, seen = totals.summed_over_ranks()
     result = {"val_loss": loss_mean, "acc1": acc1, "acc5": acc5, "val_samples": seen}
     if ctx.is_main:

@@ -1,4 +1,4 @@
-"""Meters, top-k accuracy, throughput, and the run's log sinks (stdout/train.log, metrics.jsonl, TensorBoard)."""
+"""Meters, top-k accuracy, throughput, and the run's logs (stdout/train.log, metrics.jsonl, the logger sinks)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
 
@@ -85,35 +85,27 @@ def setup_process_logging(run_dir: Path, rank: int) -> None:
 
 
 class MetricsWriter:
-    """Per-epoch records to metrics.jsonl and TensorBoard, per-step scalars to TensorBoard. Rank 0 only."""
+    """Per-epoch records to metrics.jsonl, then to every sink of the logger group (resnext.loggers:
+    TensorBoard, CSV, MLflow, W&B, curves.png); per-step scalars to the sinks. Only rank 0 creates one."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool) -> None:
+    def __init__(self, run_dir: Path, sinks: Sequence = ()) -> None:
         self.path = run_dir / "metrics.jsonl"
-        self.tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self.sinks = list(sinks)
 
     def write(self, record: Dict[str, float]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            step = int(record["epoch"])
-            for key, value in record.items():
-                if key != "epoch" and isinstance(value, (int, float)):
-                    self.tb.add_scalar(key, value, step)
-            self.tb.flush()
+        for sink in self.sinks:
+            sink.log_epoch(int(record["epoch"]), record)
 
-    def write_step(self, step: int, scalars: Dict[str, float]) -> None:
-        """Per-step scalars (loss, lr, throughput every print_freq steps) under step/ in TensorBoard only."""
-        if self.tb is not None:
-            for key, value in scalars.items():
-                self.tb.add_scalar(f"step/{key}", value, step)
+    def write_step(self, step: int, values: Dict[str, float]) -> None:
+        """Scalars every print_freq steps (loss, lr, FPS); `step` counts optimizer steps since the start."""
+        for sink in self.sinks:
+            sink.log_step(step, values)
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        for sink in self.sinks:
+            sink.close(self.path.parent)
 
 
 def read_metrics(run_dir: Path) -> List[Dict[str, float]]:

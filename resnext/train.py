@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from . import launch, resume
 from .config import ConfigError, check_config, register_configs
 from .data import check_dataset
+from .loggers import check_loggers
 from .suggest import suggest_on_error
 from .sweep import place_job_on_devices, record_outcome
 from .trainer import fit
@@ -79,6 +80,7 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         check_config(cfg)
+        check_loggers(cfg)
         dataset_problem = _check_dataset(cfg)
         place_job_on_devices(cfg)  # before the plan: a sweep's parallel jobs each get their own devices
         plan = launch.plan(cfg)

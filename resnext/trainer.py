@@ -24,9 +24,12 @@ from .amp import MixedPrecision
 from .data import build_loaders
 from .devices import RankContext
 from .engine import LoopSettings, evaluate, train_one_epoch
+from .loggers import open_sinks
 from .metrics import MetricsWriter
+from .modelcard import CARD_KEY, model_card
 from .models import build_model
 from .optim import build_optimizer, build_scheduler, effective_lr
+from .perclass import ConfusionMeter, write_class_report
 
 log = logging.getLogger("resnext")
 
@@ -62,8 +65,10 @@ def _wrap_ddp(model: nn.Module, ctx: RankContext) -> nn.Module:
 
 def _checkpoint_state(cfg: DictConfig, model: nn.Module, optimizer, scheduler, amp: MixedPrecision,
                       epoch: int, best_acc1: float, ctx: RankContext, num_classes: int,
-                      steps_per_epoch: int) -> Dict[str, Any]:
+                      steps_per_epoch: int, class_names) -> Dict[str, Any]:
     return {
+        "class_names": list(class_names),
+        CARD_KEY: model_card(cfg, class_names),  # what export/predict need: arch, classes, eval preprocessing
         "epoch": epoch,  # the next epoch to run
         "arch": cfg.model.arch,
         "num_classes": num_classes,
@@ -126,13 +131,16 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
 
     if cfg.evaluate:
         # The unwrapped module: each rank evaluates its own shard, no DDP collectives in the forward.
-        stats = evaluate(model, loaders.val, criterion, amp, ctx, settings)
+        confusion = ConfusionMeter(loaders.num_classes, ctx)
+        stats = evaluate(model, loaders.val, criterion, amp, ctx, settings, observer=confusion)
+        matrix = confusion.summed()
         if ctx.is_main:
+            write_class_report(ctx.run_dir, matrix, loaders.class_names)
             _write_json(ctx, "eval.json", {**stats, "resume": cfg.resume, "model.weights": cfg.model.weights,
                                            "dataset": cfg.dataset.name})
         return stats["acc1"]
 
-    writer = MetricsWriter(ctx.run_dir, cfg.tensorboard) if ctx.is_main else None
+    writer = MetricsWriter(ctx.run_dir, open_sinks(cfg, ctx.run_dir)) if ctx.is_main else None
     settings.on_step = writer.write_step if writer is not None else None
     record: Dict[str, Any] = {}
     fps_per_epoch: List[float] = []
@@ -154,7 +162,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
             fps_per_epoch.append(train_stats["fps"])
             checkpoint.save_checkpoint(
                 _checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch + 1, best_acc1, ctx,
-                                  loaders.num_classes, steps_per_epoch),
+                                  loaders.num_classes, steps_per_epoch, loaders.class_names),
                 ctx.run_dir, is_best, cfg.checkpoint.save)
     best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated
     if ctx.is_main:

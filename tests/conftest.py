@@ -28,7 +28,7 @@ TINY = [
     "epochs=1",
     "print_freq=2",
     "fps_warmup_steps=1",
-    "tensorboard=false",
+    "logger=none",
     "progress_bar=false",
 ]
 

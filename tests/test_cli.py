@@ -17,7 +17,7 @@ def test_a_run_writes_the_documented_outputs(tmp_path):
     proc = run_cli([*TINY, "epochs=2", "tensorboard=true"], cwd=tmp_path)
     run_dir = find_run_dir(tmp_path)
     assert run_dir.parent.parent == tmp_path / "outputs"
-    for name in ("train.log", "metrics.jsonl", "checkpoint.pth.tar", "model_best.pth.tar", "result.json",
+    for name in ("train.log", "metrics.jsonl", "curves.png", "checkpoint.pth.tar", "model_best.pth.tar", "result.json",
                  ".hydra/config.yaml", ".hydra/overrides.yaml"):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))

@@ -1,8 +1,8 @@
 """DataLoaders for one rank: a shuffled shard for training, an exact shard for validation."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List
 
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
@@ -20,6 +20,7 @@ class Loaders:
     val: DataLoader
     train_sampler: DistributedSampler
     num_classes: int
+    class_names: List[str] = field(default_factory=list)  # index -> name; checkpoints store them for predict
 
 
 class ShardSampler(Sampler[int]):
@@ -55,11 +56,11 @@ def _worker_options(dcfg, device_type: str) -> Dict[str, Any]:
     return options
 
 
-def _class_count(dataset: Dataset) -> int:
+def _class_names(dataset: Dataset) -> List[str]:
     # check_dataset already ran in the launcher, before any rank: the dataset knows its classes, so no
     # rank repeats the directory listing or the CIFAR md5 check.
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
-    return len(base.classes)
+    return [str(name) for name in base.classes]
 
 
 def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: str) -> Loaders:
@@ -86,4 +87,5 @@ def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: s
     val_batch = (dcfg.val_batch_size or dcfg.batch_size) // world_size
     val = DataLoader(val_set, batch_size=max(val_batch, 1), sampler=ShardSampler(len(val_set), rank, world_size),
                      **options)
-    return Loaders(train, val, sampler, _class_count(train_set))
+    names = _class_names(train_set)
+    return Loaders(train, val, sampler, len(names), names)
