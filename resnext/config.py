@@ -32,7 +32,8 @@ class ModelConfig:
     norm: str = "batch"
     # Path to a torchvision-format state dict; the head is re-initialised if the class count differs.
     weights: Optional[str] = None
-    channels_last: bool = False
+    # None: on for CUDA (Tensor Cores want NHWC), off elsewhere (slower on CPU; see README Performance).
+    channels_last: Optional[bool] = None
     compile: bool = False
 
 
@@ -57,6 +58,16 @@ class DatasetConfig:
     # Use only the first N (train) / M (val) samples: quick checks on a slice of a real dataset.
     train_subset: Optional[int] = None
     val_subset: Optional[int] = None
+    # Input pipeline (issue #9): auto uses NVIDIA DALI for imagenet/folder when it imports, else torch.
+    loader: str = "auto"  # auto | torch | dali
+    dali_threads: Optional[int] = None  # DALI CPU threads per rank; None: the cores per local rank
+    # Base augmentation, shared with the torch loader (issue #11): imagenet | light | none.
+    augment: str = "imagenet"
+    crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
+    crop_ratio: List[float] = field(default_factory=lambda: [0.75, 1.3333333333333333])
+    hflip: bool = True
+    val_crop: Optional[int] = None  # None: image_size
+    interpolation: str = "bilinear"  # bilinear | bicubic | nearest
 
 
 @dataclass
@@ -82,6 +93,7 @@ class AmpConfig:
     loss_scale: Any = "dynamic"
     opt_level: Optional[str] = None  # apex: O1 | O2
     combine_grad: bool = False  # Ascend apex: fuse gradients before the all-reduce
+    tf32: Optional[bool] = None  # CUDA fp32 matmul/conv on TF32 Tensor Cores; None: on for CUDA
 
 
 @dataclass
@@ -125,6 +137,19 @@ class ScheduleConfig:
 
 
 @dataclass
+class BenchmarkConfig:
+    """python -m resnext.benchmark: what it measures and for how long (ignored by training)."""
+    seconds: float = 10.0  # timed part of each measurement, warm-up excluded
+    warmup_steps: int = 3  # steps (or loader batches) before the clock starts
+    # Any of baseline_step, step, loader_torch, loader_dali, e2e, e2e_plain; empty: all that can run here.
+    only: List[str] = field(default_factory=list)
+    e2e_steps: int = 30  # training steps of the e2e runs (warm-up steps included)
+    # Without a dataset root: a temporary JPEG folder of ImageNet-like sizes with this many images per split.
+    jpeg_images: int = 512
+    jpeg_classes: int = 8
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -134,6 +159,7 @@ class Config:
     optim: OptimConfig = MISSING
     schedule: ScheduleConfig = MISSING
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
     epochs: int = 90
     seed: Optional[int] = 0
@@ -164,6 +190,9 @@ _CHOICES = {
     "optim.name": ("sgd",),
     "optim.lr_scaling": ("none", "linear", "sqrt"),
     "schedule.name": ("step", "cosine"),
+    "dataset.loader": ("auto", "torch", "dali"),
+    "dataset.augment": ("imagenet", "light", "none"),
+    "dataset.interpolation": ("bilinear", "bicubic", "nearest"),
 }
 
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from . import launch
 from .config import ConfigError, check_config, register_configs
-from .data import check_dataset
+from .data import check_dataset, resolve_loader
 from .sweep import place_job_on_devices
 from .trainer import fit
 
@@ -31,6 +31,7 @@ def _check_dataset(cfg: DictConfig) -> Optional[str]:
     """A dry run checks a launch plan, perhaps on a machine without the data: report, don't stop."""
     try:
         check_dataset(cfg.dataset)
+        resolve_loader(cfg.dataset)  # dataset.loader=dali: DALI present, dataset and options it can serve
     except ConfigError as err:
         if not cfg.launch.dry_run:
             raise
