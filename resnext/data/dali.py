@@ -127,7 +127,8 @@ def _train_images(fn: Any, types: Any, jpegs: Any, dcfg, decoder: str) -> Tuple[
     # light: the image at image_size, padded by 4 with zeros, randomly cropped back (CIFAR style).
     images = fn.crop(fn.resize(images, resize_shorter=side, interp_type=interp), crop=(side, side))
     shift = fn.random.uniform(values=[float(v) for v in range(-LIGHT_PAD, LIGHT_PAD + 1)], shape=[2])
-    images = fn.slice(images, shift, [side, side], axis_names="HW", out_of_bounds_policy="pad", fill_values=0)
+    images = fn.slice(images, shift, [float(side)] * 2, axis_names="HW", normalized_anchor=False,
+                      normalized_shape=False, out_of_bounds_policy="pad", fill_values=0)
     return images, dcfg.hflip
 
 

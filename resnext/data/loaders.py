@@ -106,16 +106,16 @@ def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: s
     if dcfg.batch_size % world_size:
         raise ConfigError(f"dataset.batch_size={dcfg.batch_size} is the global batch and must divide by the "
                           f"world size {world_size}")
+    kind, why = dali.resolve_loader(dcfg)
+    if rank == 0:
+        log.info("input pipeline: %s (%s)", "NVIDIA DALI" if kind == "dali" else "torch DataLoader", why)
+    if kind == "dali":
+        return _dali_loaders(dcfg, seed=seed, rank=rank, world_size=world_size, device_type=device_type,
+                             channels_last=channels_last)
     train_set, val_set = build_datasets(dcfg, seed)
     rank_batch = dcfg.batch_size // world_size
-    # Always a DistributedSampler, also for one process: set_epoch(e) then gives the same order for
-    # epoch e in every run, which is what makes a resumed run exact.
-    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
-                                 drop_last=True)
-    if len(sampler) < rank_batch:
-        raise ConfigError(f"the training set has {len(train_set)} samples, {len(sampler)} per rank: not one full "
-                          f"batch of {rank_batch} per rank (dataset.batch_size={dcfg.batch_size} over "
-                          f"{world_size} ranks). Lower dataset.batch_size or raise dataset.train_subset")
+    sampler = _train_sampler(train_set, seed, rank, world_size)
+    _check_full_batch(len(train_set), sampler, rank_batch, dcfg, world_size)
     options = _worker_options(dcfg, device_type)
     # drop_last: every step sees a full batch, so BatchNorm statistics and the lr per sample stay constant.
     train = DataLoader(train_set, batch_size=rank_batch, sampler=sampler, drop_last=True, **options)
