@@ -156,7 +156,8 @@ def test_validation_agrees_with_the_torch_loader_on_the_same_files(tree):
 
 @needs_dali
 def test_training_with_dali_resumes_to_the_weights_of_an_uninterrupted_run(tree, tmp_path, monkeypatch):
-    overrides = [f"dataset.root={tree}", "deterministic=true", "epochs=3", "model.norm=group"]
+    overrides = ["dataset.image_size=16", "dataset.val_resize=18", "dataset.batch_size=7",
+                 "dataset.val_batch_size=9", "deterministic=true", "epochs=2", "model.norm=group"]
     cfg = lambda *extra: folder_cfg(tree, *overrides, *extra)  # noqa: E731
     train_in_process(cfg(), tmp_path / "whole")
     with monkeypatch.context() as patch:
