@@ -16,6 +16,7 @@ QUICK = ["dataset.image_size=16", "dataset.batch_size=4", "dataset.workers=0", "
          "benchmark.jpeg_classes=2", "model=resnet50"]
 
 
+@pytest.mark.slow
 def test_the_report_has_the_documented_shape_and_every_measure(tmp_path, monkeypatch):
     made = []
     real_tree = benchmark.make_jpeg_tree

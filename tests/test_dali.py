@@ -148,13 +148,15 @@ def test_validation_agrees_with_the_torch_loader_on_the_same_files(tree):
     dali_val = torch.cat([images for images, _ in loaders_of(folder_cfg(tree)).val])
     torch_val = torch.cat([images for images, _ in loaders_of(folder_cfg(tree, loader="torch")).val])
     assert dali_val.shape == torch_val.shape == (9, 3, 32, 32)
-    # Decoders (libjpeg-turbo vs nvImageCodec) and antialiased resize filters differ slightly.
-    assert (dali_val - torch_val).abs().mean() < 0.05
+    # Same sizes and crop offsets to the pixel; decoders (libjpeg-turbo vs nvImageCodec) and the antialiased
+    # resize filters differ slightly (0.003 on average at 224 px; a one-pixel shift alone would give ~0.06).
+    assert (dali_val - torch_val).abs().mean() < 0.01
 
 
 # ---- training through the trainer ---------------------------------------------------------------------
 
 @needs_dali
+@pytest.mark.slow
 def test_training_with_dali_resumes_to_the_weights_of_an_uninterrupted_run(tree, tmp_path, monkeypatch):
     overrides = ["dataset.image_size=16", "dataset.val_resize=18", "dataset.batch_size=7",
                  "dataset.val_batch_size=9", "deterministic=true", "epochs=2", "model.norm=group"]

@@ -122,8 +122,7 @@ def _train_images(fn: Any, types: Any, jpegs: Any, dcfg, decoder: str) -> Tuple[
         return fn.resize(images, resize_x=side, resize_y=side, interp_type=interp), dcfg.hflip
     images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
     if dcfg.augment == "none":  # as validation, at the training side: no randomness at all
-        images = fn.resize(images, resize_shorter=dcfg.val_resize, interp_type=interp)
-        return fn.crop(images, crop=(side, side)), False
+        return _resize_centre_crop(fn, types, jpegs, images, dcfg.val_resize, side, interp), False
     # light: the image at image_size, padded by 4 with zeros, randomly cropped back (CIFAR style).
     images = fn.crop(fn.resize(images, resize_shorter=side, interp_type=interp), crop=(side, side))
     shift = fn.random.uniform(values=[float(v) for v in range(-LIGHT_PAD, LIGHT_PAD + 1)], shape=[2])
@@ -132,11 +131,37 @@ def _train_images(fn: Any, types: Any, jpegs: Any, dcfg, decoder: str) -> Tuple[
     return images, dcfg.hflip
 
 
+def _half_even(value: Any) -> Any:
+    """round(value / 2) with Python's (and so torchvision CenterCrop's) half-to-even rule, in DALI arithmetic."""
+    half = value // 2
+    return half + (value - 2 * half) * (half - 2 * (half // 2))
+
+
+def _resize_centre_crop(fn: Any, types: Any, jpegs: Any, images: Any, resize: int, crop: int, interp: Any) -> Any:
+    """torchvision's Resize(resize) + CenterCrop(crop) to the pixel: the sizes come from the JPEG headers.
+
+    DALI's resize_shorter rounds the longer side and its centred crop rounds half up; torchvision
+    truncates the longer side and rounds the crop offset half to even. One pixel of shift would add
+    most of the difference between the two loaders' validation tensors, so the sizes are computed here.
+    """
+    import nvidia.dali.math as dmath
+
+    shape = fn.peek_image_shape(jpegs, dtype=types.INT64)  # H, W, C of the encoded image, on the CPU
+    height, width = shape[0], shape[1]
+    shorter = dmath.min(height, width)
+    new_h, new_w = resize * height // shorter, resize * width // shorter
+    images = fn.resize(images, resize_x=fn.cast(new_w, dtype=types.FLOAT), resize_y=fn.cast(new_h, dtype=types.FLOAT),
+                       interp_type=interp)
+    anchor = fn.cast(fn.stack(_half_even(new_h - crop), _half_even(new_w - crop)), dtype=types.FLOAT)
+    return fn.slice(images, anchor, [float(crop)] * 2, axis_names="HW", normalized_anchor=False,
+                    normalized_shape=False)
+
+
 def _val_images(fn: Any, types: Any, jpegs: Any, dcfg, decoder: str) -> Tuple[Any, bool]:
     images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
-    images = fn.resize(images, resize_shorter=dcfg.val_resize, interp_type=_interp(types, dcfg.interpolation))
-    crop = dcfg.val_crop or dcfg.image_size
-    return fn.crop(images, crop=(crop, crop)), False
+    interp = _interp(types, dcfg.interpolation)
+    return _resize_centre_crop(fn, types, jpegs, images, dcfg.val_resize, dcfg.val_crop or dcfg.image_size,
+                               interp), False
 
 
 def _build_pipeline(source: "_Source", dcfg, settings: PipelineSettings, train: bool, seed: int) -> Any:
