@@ -5,19 +5,18 @@ DALI decodes only the random crop, on the GPU (`mixed`: nvJPEG and the hardware 
 on CUDA and on CPU threads otherwise (device_id=None), so the same code runs on this CPU machine.
 
 The sample order is ours, not DALI's shuffle buffer: each epoch takes the order of torch's
-DistributedSampler(seed, epoch, rank, drop_last=True), the very order the torch loader uses, and feeds
-the encoded files through fn.external_source. Validation takes ShardSampler's shard (every image once
-across ranks). Every pass builds a fresh pipeline seeded from (seed, epoch, rank, split), so an epoch's
+DistributedSampler(seed, epoch, rank, drop_last=True), the very order the torch loader uses, and hands
+this rank's files in that order to DALI's file reader. Validation takes ShardSampler's shard (every
+image once across ranks). Every pass builds a fresh pipeline seeded from (seed, epoch, rank, split), so an epoch's
 crops and flips are the same with or without a resume before it: resume is exact at epoch boundaries.
 `DaliLoader` has __len__ and set_epoch like a DataLoader + sampler, so trainer and engine need no branch.
 """
 from __future__ import annotations
 
-import collections
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Deque, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,6 +32,7 @@ DALI_DATASETS = ("imagenet", "folder")
 PIP_LINE = ('pip install "resnext[dali]" (the nvidia-dali-cuda130 wheel, for a CUDA-13 torch; with a CUDA-12 '
             'torch: pip install nvidia-dali-cuda120)')
 PREFETCH = 2  # batches DALI prepares ahead of the one being used
+READER = "files"  # the file reader's name, by which the iterator knows the epoch's size
 LIGHT_PAD = 4  # augment=light: pad 4 px, then a random crop back to image_size (as CIFAR)
 
 Samples = List[Tuple[str, int]]
@@ -164,7 +164,8 @@ def _val_images(fn: Any, types: Any, jpegs: Any, dcfg, decoder: str) -> Tuple[An
                                interp), False
 
 
-def _build_pipeline(source: "_Source", dcfg, settings: PipelineSettings, train: bool, seed: int) -> Any:
+def _build_pipeline(files: Samples, dcfg, settings: PipelineSettings, train: bool, seed: int) -> Any:
+    """files: this pass's (path, label) list in the order to read it; DALI's reader reads it ahead in threads."""
     dali = import_dali()
     from nvidia.dali import fn, types
 
@@ -173,7 +174,10 @@ def _build_pipeline(source: "_Source", dcfg, settings: PipelineSettings, train: 
     @dali.pipeline_def(batch_size=settings.batch, num_threads=settings.threads, device_id=settings.device_id,
                        seed=seed, prefetch_queue_depth=PREFETCH)
     def pipeline() -> Tuple[Any, Any]:
-        jpegs, labels = fn.external_source(source=source, num_outputs=2, batch=True)
+        # No shuffling, no sharding here: the list is already this rank's shard in this epoch's order.
+        # pad_last_batch: a partial last (validation) batch is padded, and the iterator drops the padding.
+        jpegs, labels = fn.readers.file(files=[path for path, _ in files], labels=[label for _, label in files],
+                                        random_shuffle=False, pad_last_batch=True, name=READER)
         images, flip = (_train_images if train else _val_images)(fn, types, jpegs, dcfg, decoder)
         # HWC output read as NCHW is already channels_last in memory: no extra copy for NHWC models.
         images = fn.crop_mirror_normalize(
@@ -185,33 +189,16 @@ def _build_pipeline(source: "_Source", dcfg, settings: PipelineSettings, train: 
     return pipeline()
 
 
-class _Source:
-    """external_source callback: batch i of our sample order, as encoded bytes and int64 labels."""
-
-    def __init__(self, samples: Samples, order: Sequence[int], batch: int, steps: int) -> None:
-        self.samples, self.order, self.batch, self.steps = samples, order, batch, steps
-        # The files of the batches handed to DALI and perhaps not decoded yet: where a decode error lies.
-        self.recent: Deque[List[str]] = collections.deque(maxlen=PREFETCH + 2)
-
-    def __call__(self, info: Any) -> Tuple[List[np.ndarray], List[np.ndarray]]:
-        step = info if isinstance(info, int) else info.iteration  # CPU-only DALI passes a plain int
-        if step >= self.steps:
-            raise StopIteration
-        chosen = [self.samples[i] for i in self.order[step * self.batch:(step + 1) * self.batch]]
-        self.recent.append([path for path, _ in chosen])
-        return ([np.fromfile(path, dtype=np.uint8) for path, _ in chosen],
-                [np.array(label, dtype=np.int64) for _, label in chosen])
-
-    def undecodable(self) -> List[str]:
-        """The recently fed files that PIL cannot decode either (checked only after DALI failed)."""
-        bad = []
-        for path in (p for batch in self.recent for p in batch):
-            try:
-                with Image.open(path) as image:
-                    image.load()
-            except Exception:  # PIL raises OSError, SyntaxError, ValueError ... for broken files
-                bad.append(path)
-        return bad
+def undecodable(paths: Sequence[str]) -> List[str]:
+    """The files among paths that PIL cannot decode either (checked only after DALI failed)."""
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception:  # PIL raises OSError, SyntaxError, ValueError ... for broken files
+            bad.append(path)
+    return bad
 
 
 class DaliLoader:
@@ -241,21 +228,25 @@ class DaliLoader:
         return int(np.random.SeedSequence(words).generate_state(1)[0] % (2 ** 31))
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        steps = len(self)
+        steps, batch = len(self), self.settings.batch
         if steps == 0:
             return
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-        source = _Source(self.samples, self.order(), self.settings.batch, steps)
-        pipeline = _build_pipeline(source, self.dcfg, self.settings, self.train, self._pipeline_seed())
-        batches = DALIGenericIterator(pipeline, ["images", "target"], auto_reset=False,
+        files = [self.samples[i] for i in self.order()[:steps * batch]]  # train: whole batches only
+        pipeline = _build_pipeline(files, self.dcfg, self.settings, self.train, self._pipeline_seed())
+        batches = DALIGenericIterator(pipeline, ["images", "target"], reader_name=READER, auto_reset=False,
                                       last_batch_policy=LastBatchPolicy.PARTIAL, prepare_first_batch=False)
+        done = 0
         try:
             for out in batches:
-                images, target = out[0]["images"], out[0]["target"].reshape(-1)
+                images, target = out[0]["images"], out[0]["target"].reshape(-1).long()
+                done += 1
                 yield (images.permute(0, 3, 1, 2) if self.settings.channels_last else images), target
         except RuntimeError as err:
-            bad = source.undecodable()
+            # The failing batch is the next one or one DALI was preparing ahead of it.
+            ahead = files[done * batch:(done + PREFETCH + 2) * batch]
+            bad = undecodable([path for path, _ in ahead])
             if not bad:
                 raise
             raise BadImageError(f"cannot decode {', '.join(bad)} ({len(bad)} file(s) under dataset.root="
