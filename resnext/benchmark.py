@@ -255,7 +255,9 @@ def _environment(device: Device) -> Dict[str, Any]:
     env: Dict[str, Any] = {"device": str(device), "torch": torch.__version__, "torchvision": torchvision.__version__,
                            "cpu_cores": os.cpu_count() or 1, "python": platform.python_version(),
                            "cpu": platform.processor() or platform.machine(),
-                           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+                           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                           # Other processes on the machine lower every figure: say how busy it was.
+                           "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device.index or 0)
     try:
@@ -319,7 +321,8 @@ def markdown(report: Dict[str, Any]) -> str:
     env, config, ratios = report["env"], report["config"], report["ratios"]
     lines = [f"# resnext benchmark, {env['date']}", "",
              f"`{config['command']}`", "",
-             f"{env['device']} ({env.get('gpu') or env['cpu']}, {env['cpu_cores']} CPU cores), torch {env['torch']}, "
+             f"{env['device']} ({env.get('gpu') or env['cpu']}, {env['cpu_cores']} CPU cores, load average "
+             f"{env['load_avg_1min']}), torch {env['torch']}, "
              f"DALI {env['dali'] or 'not installed'}; {config['model']}, {config['image_size']} px, batch "
              f"{config['batch_size']}, amp {config['amp']}, channels_last {config['channels_last']}, compile "
              f"{config['compile']}; data: {config['data']}", "",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Compare the validation tensors of dataset.loader=torch and dataset.loader=dali on one JPEG folder.
 
-usage: python scripts/compare_loaders.py dataset=folder dataset.root=/data/x [overrides ...]  (batch_size 1: any train set)
+usage: python scripts/compare_loaders.py dataset=folder dataset.root=/data/x [overrides ...]
        python scripts/compare_loaders.py --generate 32    (a temporary folder of 32 ImageNet-size JPEGs)
 Prints the sample counts (they must be equal) and the mean / max absolute difference in normalised units.
 """
@@ -33,7 +33,9 @@ def main(argv) -> None:
             root = make_jpeg_tree(Path(tmp), classes=4, train_per_class=1, val_per_class=max(count // 4, 1))
             argv = ["dataset=folder", f"dataset.root={root}", *argv[2:]]
         with initialize_config_module(config_module="resnext.conf", version_base="1.3"):
-            cfg = compose(config_name="config", overrides=["dataset.workers=0", "dataset.batch_size=1", "dataset.val_batch_size=8", *argv])
+            # batch_size 1: any training set passes the one-full-batch check; only validation is read.
+            cfg = compose(config_name="config", overrides=["dataset.workers=0", "dataset.batch_size=1",
+                                                           "dataset.val_batch_size=8", *argv])
         reference, dali = validation(cfg, "torch"), validation(cfg, "dali")
     print(f"validation samples: torch {len(reference)}, dali {len(dali)}")
     if reference.shape == dali.shape:

@@ -81,7 +81,7 @@ def resolve_loader(dcfg) -> Tuple[str, str]:
         return "torch", "dataset.loader=torch"
     if dcfg.name not in DALI_DATASETS:
         if dcfg.loader == "dali":
-            raise ConfigError(f"dataset.loader=dali reads JPEG folders (dataset={' or dataset='.join(DALI_DATASETS)}); "
+            raise ConfigError(f"dataset.loader=dali reads JPEG folders (dataset=imagenet or dataset=folder); "
                               f"dataset={dcfg.name} has the torch loader only: set dataset.loader=torch or auto")
         return "torch", f"dataset.loader=auto: dataset={dcfg.name} has the torch loader only"
     if dcfg.loader == "dali":
@@ -124,7 +124,7 @@ def _train_images(fn: Any, types: Any, jpegs: Any, dcfg, decoder: str) -> Tuple[
     if dcfg.augment == "none":  # as validation, at the training side: no randomness at all
         return _resize_centre_crop(fn, types, jpegs, images, dcfg.val_resize, side, interp), False
     # light: the image at image_size, padded by 4 with zeros, randomly cropped back (CIFAR style).
-    images = fn.crop(fn.resize(images, resize_shorter=side, interp_type=interp), crop=(side, side))
+    images = _resize_centre_crop(fn, types, jpegs, images, side, side, interp)
     shift = fn.random.uniform(values=[float(v) for v in range(-LIGHT_PAD, LIGHT_PAD + 1)], shape=[2])
     images = fn.slice(images, shift, [float(side)] * 2, axis_names="HW", normalized_anchor=False,
                       normalized_shape=False, out_of_bounds_policy="pad", fill_values=0)
