@@ -1,8 +1,8 @@
 """Fast defaults on accelerators: what `model.channels_last: null` and `amp.tf32: null` mean on each device.
 
 Why a room of its own: the trainer and the benchmark must resolve these the same way, and the choice
-is per device type (NHWC and TF32 pay off on CUDA Tensor Cores; on CPU channels_last measured slower
-for ResNeXt-50, see README "Performance"), not per model or per dataset.
+is per device type (NHWC and TF32 pay off on CUDA Tensor Cores; on the 2-core CPU a channels_last
+ResNeXt-50 step ran at 0.77x of NCHW, see README "Performance"), not per model or per dataset.
 """
 from __future__ import annotations
 
