@@ -32,7 +32,8 @@ class ModelConfig:
     norm: str = "batch"
     # Path to a torchvision-format state dict; the head is re-initialised if the class count differs.
     weights: Optional[str] = None
-    channels_last: bool = False
+    # None: on for CUDA (Tensor Cores want NHWC), off elsewhere (slower on CPU; see README Performance).
+    channels_last: Optional[bool] = None
     compile: bool = False
 
 
@@ -54,6 +55,16 @@ class DatasetConfig:
     # Use only the first N (train) / M (val) samples: quick checks on a slice of a real dataset.
     train_subset: Optional[int] = None
     val_subset: Optional[int] = None
+    # Input pipeline (issue #9): auto uses NVIDIA DALI for imagenet/folder when it imports, else torch.
+    loader: str = "auto"  # auto | torch | dali
+    dali_threads: Optional[int] = None  # DALI CPU threads per rank; None: the cores per local rank
+    # Base augmentation, shared with the torch loader (issue #11): imagenet | light | none.
+    augment: str = "imagenet"
+    crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
+    crop_ratio: List[float] = field(default_factory=lambda: [0.75, 1.3333333333333333])
+    hflip: bool = True
+    val_crop: Optional[int] = None  # None: image_size
+    interpolation: str = "bilinear"  # bilinear | bicubic | nearest
 
 
 @dataclass
@@ -94,6 +105,7 @@ class AmpConfig:
     loss_scale: Any = "dynamic"
     opt_level: Optional[str] = None  # apex: O1 | O2
     combine_grad: bool = False  # Ascend apex: fuse gradients before the all-reduce
+    tf32: Optional[bool] = None  # CUDA fp32 matmul/conv on TF32 Tensor Cores; None: on for CUDA
 
 
 @dataclass
@@ -179,6 +191,19 @@ class LoggerConfig:
 
 
 @dataclass
+class BenchmarkConfig:
+    """python -m resnext.benchmark: what it measures and for how long (ignored by training)."""
+    seconds: float = 10.0  # timed part of each measurement, warm-up excluded
+    warmup_steps: int = 3  # steps (or loader batches) before the clock starts
+    # Any of baseline_step, step, loader_torch, loader_dali, e2e, e2e_plain; empty: all that can run here.
+    only: List[str] = field(default_factory=list)
+    e2e_steps: int = 30  # training steps of the e2e runs (warm-up steps included)
+    # Without a dataset root: a temporary JPEG folder of ImageNet-like sizes with this many images per split.
+    jpeg_images: int = 512
+    jpeg_classes: int = 8
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -190,6 +215,7 @@ class Config:
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # what each run keeps on disk
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # conf/logger: where metrics go besides metrics.jsonl
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
     epochs: int = 90
     seed: Optional[int] = 0
@@ -236,6 +262,9 @@ _CHOICES = {
     "optim.lr_scaling": ("none", "linear", "sqrt"),
     "schedule.name": ("step", "cosine"),
     "checkpoint.save": ("all", "last", "best", "none"),
+    "dataset.loader": ("auto", "torch", "dali"),
+    "dataset.augment": ("imagenet", "light", "none"),
+    "dataset.interpolation": ("bilinear", "bicubic", "nearest"),
 }
 
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from . import launch, resume
 from .config import ConfigError, check_config, register_configs
-from .data import check_dataset
+from .data import check_dataset, resolve_loader
 from .loggers import check_loggers
 from .suggest import suggest_on_error
 from .sweep import place_job_on_devices, record_outcome
@@ -32,7 +32,11 @@ register_configs()
 
 def _check_dataset(cfg: DictConfig) -> Optional[str]:
     """A dry run checks a launch plan, perhaps on a machine without the data: report, don't stop."""
-    return _refused_unless_dry_run(cfg, lambda: check_dataset(cfg.dataset))
+    def check() -> None:
+        check_dataset(cfg.dataset)
+        resolve_loader(cfg.dataset)  # dataset.loader=dali: DALI present, dataset and options it can serve
+
+    return _refused_unless_dry_run(cfg, check)
 
 
 def _refused_unless_dry_run(cfg: DictConfig, check: Callable[[], object]) -> Optional[str]:

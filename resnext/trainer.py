@@ -30,6 +30,7 @@ from .modelcard import CARD_KEY, model_card
 from .models import build_model
 from .optim import build_optimizer, build_scheduler, effective_lr
 from .perclass import ConfusionMeter, write_class_report
+from .speed import apply_tf32, use_channels_last
 
 log = logging.getLogger("resnext")
 
@@ -52,7 +53,7 @@ def _prepare_model(cfg: DictConfig, model: nn.Module, ctx: RankContext) -> nn.Mo
     if cfg.distributed.sync_bn and ctx.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(ctx.device.torch_device)
-    if cfg.model.channels_last:
+    if use_channels_last(cfg.model, ctx.device.type):
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -86,11 +87,13 @@ def _checkpoint_state(cfg: DictConfig, model: nn.Module, optimizer, scheduler, a
 def fit(cfg: DictConfig, ctx: RankContext) -> float:
     started = time.time()
     ctx.device.activate()
+    apply_tf32(cfg.amp, ctx.device.type)
     seed = cfg.seed if cfg.seed is not None else 0
     seed_everything(seed, ctx, cfg.deterministic)
 
     loaders = build_loaders(cfg.dataset, seed=seed, rank=ctx.rank, world_size=ctx.world_size,
-                            device_type=ctx.device.type)
+                            device_type=ctx.device.type,
+                            channels_last=use_channels_last(cfg.model, ctx.device.type))
     model = _prepare_model(cfg, build_model(cfg.model, loaders.num_classes), ctx)
     lr = effective_lr(cfg.optim, cfg.dataset.batch_size)
     optimizer = build_optimizer(cfg.optim, model, ctx.device, lr)
@@ -127,7 +130,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
     settings = LoopSettings(
         print_freq=cfg.print_freq, fps_warmup_steps=cfg.fps_warmup_steps, max_steps=cfg.max_steps_per_epoch,
         progress_bar=sys.stdout.isatty() if cfg.progress_bar is None else cfg.progress_bar,
-        channels_last=cfg.model.channels_last)
+        channels_last=use_channels_last(cfg.model, ctx.device.type))
 
     if cfg.evaluate:
         # The unwrapped module: each rank evaluates its own shard, no DDP collectives in the forward.

@@ -102,7 +102,9 @@ def with_root(cfg: DictConfig, root: Path) -> DictConfig:
 
 
 def folder_config(root: Path, *overrides: str, name: str = "folder") -> DictConfig:
-    return with_root(config(f"dataset={name}", "dataset.workers=0", "dataset.image_size=24", "dataset.val_resize=28",
+    # loader=torch: these tests are about the torch path whether or not DALI is installed (see test_dali.py).
+    return with_root(config(f"dataset={name}", "dataset.loader=torch", "dataset.workers=0",
+                            "dataset.image_size=24", "dataset.val_resize=28",
                             "dataset.batch_size=4", "dataset.val_batch_size=4", *overrides), root)
 
 

@@ -120,7 +120,7 @@ def test_resume_is_exact_with_random_augmentation_in_worker_processes(tmp_path, 
     write_noise_images(root)  # noise, so that each crop and flip gives a different input
     overrides = ["dataset=folder", f"dataset.root={root}", "dataset.image_size=16", "dataset.val_resize=18",
                  "dataset.workers=1", "dataset.batch_size=6", "dataset.val_batch_size=6", "deterministic=true",
-                 "epochs=3", "model.norm=group"]
+                 "epochs=3", "model.norm=group", "dataset.loader=torch"]
     train_in_process(compose_config(overrides), tmp_path / "whole")
 
     with monkeypatch.context() as patch:

@@ -1,13 +1,17 @@
 """DataLoaders for one rank: a shuffled shard for training, an exact shard for validation."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Sized
 
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from ..config import ConfigError
+from . import dali
 from .datasets import build_datasets
+
+log = logging.getLogger("resnext")
 
 # Batches each worker keeps ready. An ImageNet batch of 256 is ~150 MB of float32 in shared memory, so
 # 8 workers x 2 is already ~2.4 GB per rank; more would fill /dev/shm on 8-device nodes for no gain.
@@ -16,9 +20,9 @@ PREFETCH_PER_WORKER = 2
 
 @dataclass
 class Loaders:
-    train: DataLoader
+    train: DataLoader  # or a dali.DaliLoader: same interface (len, iteration)
     val: DataLoader
-    train_sampler: DistributedSampler
+    train_sampler: DistributedSampler  # anything with set_epoch(epoch)
     num_classes: int
     class_names: List[str] = field(default_factory=list)  # index -> name; checkpoints store them for predict
 
@@ -63,7 +67,39 @@ def _class_names(dataset: Dataset) -> List[str]:
     return [str(name) for name in base.classes]
 
 
-def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: str) -> Loaders:
+def _train_sampler(train_set: Sized, seed: int, rank: int, world_size: int) -> DistributedSampler:
+    # Always a DistributedSampler, also for one process: set_epoch(e) then gives the same order for
+    # epoch e in every run, which is what makes a resumed run exact.
+    return DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                              drop_last=True)
+
+
+def _check_full_batch(train_size: int, sampler: DistributedSampler, rank_batch: int, dcfg, world_size: int) -> None:
+    if len(sampler) < rank_batch:
+        raise ConfigError(f"the training set has {train_size} samples, {len(sampler)} per rank: not one full "
+                          f"batch of {rank_batch} per rank (dataset.batch_size={dcfg.batch_size} over "
+                          f"{world_size} ranks). Lower dataset.batch_size or raise dataset.train_subset")
+
+
+def _dali_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: str, channels_last: bool) -> Loaders:
+    """The same shards, order and batch arithmetic as the torch path, decoded by DALI."""
+    train_set, val_set, class_names = dali.list_samples(dcfg)
+    rank_batch = dcfg.batch_size // world_size
+    sampler = _train_sampler(train_set, seed, rank, world_size)
+    _check_full_batch(len(train_set), sampler, rank_batch, dcfg, world_size)
+    val_batch = max((dcfg.val_batch_size or dcfg.batch_size) // world_size, 1)
+    settings = dali.pipeline_settings(dcfg, rank_batch, world_size, device_type, channels_last)
+    train = dali.DaliLoader(train_set, sampler, dcfg, settings, train=True, seed=seed, rank=rank)
+    val = dali.DaliLoader(val_set, ShardSampler(len(val_set), rank, world_size), dcfg,
+                          dali.PipelineSettings(val_batch, settings.threads, settings.device_id, channels_last),
+                          train=False, seed=seed, rank=rank)
+    if rank == 0:
+        log.info("input pipeline: %s", dali.describe(settings))
+    return Loaders(train, val, train, len(class_names), class_names)
+
+
+def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: str,
+                  channels_last: bool = False) -> Loaders:
     """This rank's loaders. dataset.batch_size and val_batch_size are global: each rank gets 1/world_size.
 
     Expects a dataset that check_dataset accepted (train.main runs it before launching any rank).
@@ -71,16 +107,16 @@ def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: s
     if dcfg.batch_size % world_size:
         raise ConfigError(f"dataset.batch_size={dcfg.batch_size} is the global batch and must divide by the "
                           f"world size {world_size}")
+    kind, why = dali.resolve_loader(dcfg)
+    if rank == 0:
+        log.info("input pipeline: %s (%s)", "NVIDIA DALI" if kind == "dali" else "torch DataLoader", why)
+    if kind == "dali":
+        return _dali_loaders(dcfg, seed=seed, rank=rank, world_size=world_size, device_type=device_type,
+                             channels_last=channels_last)
     train_set, val_set = build_datasets(dcfg, seed)
     rank_batch = dcfg.batch_size // world_size
-    # Always a DistributedSampler, also for one process: set_epoch(e) then gives the same order for
-    # epoch e in every run, which is what makes a resumed run exact.
-    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
-                                 drop_last=True)
-    if len(sampler) < rank_batch:
-        raise ConfigError(f"the training set has {len(train_set)} samples, {len(sampler)} per rank: not one full "
-                          f"batch of {rank_batch} per rank (dataset.batch_size={dcfg.batch_size} over "
-                          f"{world_size} ranks). Lower dataset.batch_size or raise dataset.train_subset")
+    sampler = _train_sampler(train_set, seed, rank, world_size)
+    _check_full_batch(len(train_set), sampler, rank_batch, dcfg, world_size)
     options = _worker_options(dcfg, device_type)
     # drop_last: every step sees a full batch, so BatchNorm statistics and the lr per sample stay constant.
     train = DataLoader(train_set, batch_size=rank_batch, sampler=sampler, drop_last=True, **options)
