@@ -19,6 +19,8 @@ from omegaconf import DictConfig
 from . import launch
 from .config import ConfigError, check_config, register_configs
 from .data import check_dataset
+from .pretrained import ensure_cached, is_torchvision
+from .recipe_checks import check_recipe
 from .sweep import place_job_on_devices
 from .trainer import fit
 
@@ -43,7 +45,10 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         check_config(cfg)
+        check_recipe(cfg)
         dataset_problem = _check_dataset(cfg)
+        if is_torchvision(cfg.model.weights) and not cfg.launch.dry_run:
+            ensure_cached(cfg.model.arch, cfg.model.weights)  # once, before the ranks: offline is refused here
         place_job_on_devices(cfg)  # before the plan: a sweep's parallel jobs each get their own devices
         plan = launch.plan(cfg)
     except ConfigError as err:

@@ -18,14 +18,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, ema as ema_room
 from .amp import MixedPrecision
 from .data import build_loaders
+from .losses import build_criterion
 from .engine import LoopSettings, evaluate, train_one_epoch
 from .launch import RankContext
 from .metrics import MetricsWriter
 from .models import build_model
 from .optim import build_optimizer, build_scheduler, effective_lr
+from .pretrained import class_names
 
 log = logging.getLogger("resnext")
 
@@ -61,8 +63,9 @@ def _wrap_ddp(model: nn.Module, ctx: RankContext) -> nn.Module:
 
 
 def _checkpoint_state(cfg: DictConfig, model: nn.Module, optimizer, scheduler, amp: MixedPrecision,
-                      epoch: int, best_acc1: float, ctx: RankContext) -> Dict[str, Any]:
+                      epoch: int, best_acc1: float, ctx: RankContext, extra: Dict[str, Any]) -> Dict[str, Any]:
     return {
+        **extra,  # the EMA and whose Acc@1 is the result (resnext/ema.py), the output class names
         "epoch": epoch,  # the next epoch to run
         "arch": cfg.model.arch,
         "state_dict": model.state_dict(),
@@ -92,7 +95,9 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
     if cfg.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     scheduler = build_scheduler(cfg.schedule, optimizer, cfg.epochs, steps_per_epoch)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
+    criterion = build_criterion(cfg.loss, cfg.optim.label_smoothing)
+    ema = ema_room.build_ema(cfg, model, ctx.is_main)
+    result_key = ema_room.result_key(ema)
     if ctx.is_main:
         log.info("%s: %.2fM parameters, %d classes; global batch %d (%d per rank x %d ranks), lr %g%s",
                  cfg.model.arch, sum(p.numel() for p in model.parameters()) / 1e6, loaders.num_classes,
@@ -109,6 +114,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
         amp.load_state_dict(state["amp"])
         start_epoch, best_acc1 = state["epoch"], state["best_acc1"]
         checkpoint.restore_rng_state(state["rng"])
+        ema_room.restore(ema, state, ctx.is_main)
         ctx.device.set_rng_state(state["rng"]["device"])
         if ctx.is_main:
             log.info("resumed from %s at epoch %d (best Acc@1 %.3f)", cfg.resume, start_epoch, best_acc1)
@@ -123,26 +129,33 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
 
     if cfg.evaluate:
         # The unwrapped module: each rank evaluates its own shard, no DDP collectives in the forward.
-        return evaluate(model, loaders.val, criterion, amp, ctx, settings)["acc1"]
+        stats = evaluate(model, loaders.val, criterion, amp, ctx, settings)
+        if ema is not None:
+            stats.update(ema.validate(loaders.val, criterion, amp, ctx, settings))
+        return stats[result_key]
 
     writer = MetricsWriter(ctx.run_dir, cfg.tensorboard) if ctx.is_main else None
+    names = class_names(cfg, loaders.train.dataset)
     record: Dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
         epoch_start = time.time()
         loaders.train_sampler.set_epoch(epoch)
         lr_now = optimizer.param_groups[0]["lr"]
         train_stats = train_one_epoch(train_model, loaders.train, criterion, optimizer, scheduler, amp, ctx,
-                                      epoch, settings)
+                                      epoch, settings, after_step=ema.after_step if ema else None)
         val_stats = evaluate(model, loaders.val, criterion, amp, ctx, settings) if cfg.validate else {}
-        is_best = cfg.validate and val_stats["acc1"] > best_acc1
+        if ema is not None and cfg.validate:
+            val_stats.update(ema.validate(loaders.val, criterion, amp, ctx, settings))
+        is_best = cfg.validate and val_stats[result_key] > best_acc1
         if is_best:
-            best_acc1 = val_stats["acc1"]
+            best_acc1 = val_stats[result_key]
         if ctx.is_main:
             record = {"epoch": epoch, "lr": lr_now, **train_stats, **val_stats,
                       "best_acc1": max(best_acc1, 0.0), "seconds": time.time() - epoch_start}
             writer.write(record)
             checkpoint.save_checkpoint(
-                _checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch + 1, best_acc1, ctx),
+                _checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch + 1, best_acc1, ctx,
+                                  {**ema_room.checkpoint_entries(ema), "class_names": names}),
                 ctx.run_dir, is_best)
     best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated
     if ctx.is_main:

@@ -8,6 +8,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from ..config import ConfigError
 from .datasets import build_datasets
+from .mixing import build_mixing
+from .ra_sampler import RASampler
 
 # Batches each worker keeps ready. An ImageNet batch of 256 is ~150 MB of float32 in shared memory, so
 # 8 workers x 2 is already ~2.4 GB per rank; more would fill /dev/shm on 8-device nodes for no gain.
@@ -76,14 +78,18 @@ def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: s
     # epoch e in every run, which is what makes a resumed run exact.
     sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
                                  drop_last=True)
+    if dcfg.ra_reps > 1:  # repeated augmentation: same epoch length, each index ra_reps times
+        sampler = RASampler(train_set, world_size, rank, seed, dcfg.ra_reps)
     if len(sampler) < rank_batch:
         raise ConfigError(f"the training set has {len(train_set)} samples, {len(sampler)} per rank: not one full "
                           f"batch of {rank_batch} per rank (dataset.batch_size={dcfg.batch_size} over "
                           f"{world_size} ranks). Lower dataset.batch_size or raise dataset.train_subset")
     options = _worker_options(dcfg, device_type)
     # drop_last: every step sees a full batch, so BatchNorm statistics and the lr per sample stay constant.
-    train = DataLoader(train_set, batch_size=rank_batch, sampler=sampler, drop_last=True, **options)
+    num_classes = _class_count(train_set)
+    train = DataLoader(train_set, batch_size=rank_batch, sampler=sampler, drop_last=True,
+                       collate_fn=build_mixing(dcfg, num_classes), **options)
     val_batch = (dcfg.val_batch_size or dcfg.batch_size) // world_size
     val = DataLoader(val_set, batch_size=max(val_batch, 1), sampler=ShardSampler(len(val_set), rank, world_size),
                      **options)
-    return Loaders(train, val, sampler, _class_count(train_set))
+    return Loaders(train, val, sampler, num_classes)
