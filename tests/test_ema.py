@@ -13,7 +13,7 @@ from resnext import checkpoint
 from resnext.ema import ModelEma, ema_decay
 from resnext.metrics import read_metrics
 from tests.conftest import compose_config, train_in_process
-from tests.test_train import Interrupted, assert_same_weights, final_weights, interrupt_at_epoch
+from tests.test_train import assert_same_weights, final_weights, run_whole_stopped_and_resumed
 
 
 def _mcfg(steps: int = 1, decay: float = 0.9) -> SimpleNamespace:
@@ -50,13 +50,7 @@ EMA_RUN = ["deterministic=true", "epochs=3", "schedule.warmup_epochs=1", "datase
 
 def test_ema_resume_is_bit_identical_and_the_ema_is_the_runs_result(tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="resnext")
-    train_in_process(compose_config(EMA_RUN), tmp_path / "whole")
-    with monkeypatch.context() as patch:
-        interrupt_at_epoch(patch, 2)
-        with pytest.raises(Interrupted):
-            train_in_process(compose_config(EMA_RUN), tmp_path / "stopped")
-    resumed = compose_config([*EMA_RUN, f"resume={tmp_path / 'stopped' / checkpoint.LAST}"])
-    train_in_process(resumed, tmp_path / "resumed")
+    run_whole_stopped_and_resumed(EMA_RUN, tmp_path, monkeypatch, stop_epoch=2)
 
     whole = checkpoint.load_checkpoint(tmp_path / "whole" / checkpoint.LAST)
     again = checkpoint.load_checkpoint(tmp_path / "resumed" / checkpoint.LAST)
