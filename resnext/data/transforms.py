@@ -1,8 +1,9 @@
 """Transform presets, one place for every dataset's train and eval pipeline (torchvision.transforms.v2).
 
 The training pipeline is built from the dataset config: a base augmentation (`augment`: imagenet |
-light | none) and flip, then the optional regularisers (auto_augment, random_erase), in the order of
-torchvision's classification references. Validation resizes and centre-crops to `val_crop`.
+light, each with a flip per `hflip` | none, no augmentation at all), then the optional regularisers
+(auto_augment, random_erase), in the order of torchvision's classification references. Validation
+resizes and centre-crops to `val_crop`.
 
 Each pipeline takes a PIL image or a uint8 CHW tensor and returns a normalised float32 CHW tensor.
 Geometric steps run before conversion: Pillow's resize is the fastest CPU path and the references do
@@ -74,7 +75,8 @@ def _base_augment(dcfg, native_side: Optional[int]) -> List[v2.Transform]:
         # Folders: brought to the training side first, then padded and cropped there.
         return [*_eval_geometry(dcfg, side, None), v2.RandomCrop(side, padding=side // LIGHT_PADDING_FRACTION),
                 *flip]
-    return [*_eval_geometry(dcfg, side, native_side), *flip]  # none: the validation pipeline at the train side
+    # none: the validation pipeline at the training side, no flip either (no augmentation at all).
+    return _eval_geometry(dcfg, side, native_side)
 
 
 def _auto_augment(dcfg) -> List[v2.Transform]:
