@@ -21,8 +21,10 @@ from .config import ConfigError
 LAST = "checkpoint.pth.tar"
 BEST = "model_best.pth.tar"
 # model_best keeps what evaluate and export need; optimizer, scheduler, scaler and RNG state stay in LAST.
-# class_names and model_card: what export and predict read (resnext.modelcard).
-BEST_KEYS = ("epoch", "arch", "num_classes", "state_dict", "best_acc1", "config", "class_names", "model_card")
+# class_names and model_card: what export and predict read (resnext.modelcard); ema and result: the EMA
+# weights and whether they are the run's result (resnext.ema), which evaluate and export use.
+BEST_KEYS = ("epoch", "arch", "num_classes", "state_dict", "best_acc1", "config", "class_names", "model_card",
+             "ema", "result")
 
 
 class CheckpointError(ConfigError):

@@ -30,8 +30,14 @@ class ModelConfig:
     stem: str = "imagenet"
     # batch: BatchNorm2d; group: GroupNorm(32) (batch-independent); frozen: FrozenBatchNorm2d.
     norm: str = "batch"
-    # Path to a torchvision-format state dict; the head is re-initialised if the class count differs.
+    # Path to a torchvision-format state dict, or torchvision:<weights enum name> (e.g. torchvision:IMAGENET1K_V2)
+    # from torch's hub cache / download; the head is re-initialised if the class count differs.
     weights: Optional[str] = None
+    # Exponential moving average of the weights (resnext/ema.py), validated beside the raw model every epoch.
+    # Defaults are torchvision's --model-ema-steps 32 --model-ema-decay 0.99998 (adjusted for batch and epochs).
+    ema: bool = False
+    ema_steps: int = 32
+    ema_decay: float = 0.99998
     # None: on for CUDA (Tensor Cores want NHWC), off elsewhere (slower on CPU; see README Performance).
     channels_last: Optional[bool] = None
     compile: bool = False
@@ -48,8 +54,26 @@ class DatasetConfig:
     val_batch_size: Optional[int] = None  # global as well; None: same as batch_size
     workers: int = 4  # DataLoader workers per rank
     pin_memory: bool = True
-    image_size: int = 224  # training crop / synthetic image side
+    image_size: int = 224  # the training crop side (the issue's train_crop) / synthetic image side
     val_resize: int = 256  # resize before the centre crop (the synthetic preset sets its image side: no resize)
+    val_crop: Optional[int] = None  # validation centre crop; None: image_size (train small, test large: FixRes)
+    # Base training augmentation (resnext/data/transforms.py): imagenet (RandomResizedCrop over crop_scale and
+    # crop_ratio) | light (pad by 1/8 and random crop, as CIFAR) | none (the validation resize and centre crop).
+    # Each is followed by a horizontal flip when hflip is true.
+    augment: str = "imagenet"
+    crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
+    crop_ratio: List[float] = field(default_factory=lambda: [0.75, 1.3333333333333333])
+    hflip: bool = True
+    interpolation: str = "bilinear"  # bilinear | bicubic | nearest, for every resize and crop
+    # Regularisers, all off by default. auto_augment: null | ta_wide | randaugment | autoaugment.
+    auto_augment: Optional[str] = None
+    auto_augment_magnitude: int = 9  # randaugment: magnitude bin of 31 (torchvision's default 9)
+    auto_augment_num_ops: int = 2  # randaugment: operations per image
+    random_erase: float = 0.0  # probability of torchvision's RandomErasing per image
+    # Batch mixing after collation (resnext/data/mixing.py): one of MixUp / CutMix per batch when both are set.
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    ra_reps: int = 1  # repeated augmentation: each sample N times per epoch across the ranks (RASampler)
     mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     # Use only the first N (train) / M (val) samples: quick checks on a slice of a real dataset.
@@ -58,13 +82,6 @@ class DatasetConfig:
     # Input pipeline (issue #9): auto uses NVIDIA DALI for imagenet/folder when it imports, else torch.
     loader: str = "auto"  # auto | torch | dali
     dali_threads: Optional[int] = None  # DALI CPU threads per rank; None: the cores per local rank
-    # Base augmentation, shared with the torch loader (issue #11): imagenet | light | none.
-    augment: str = "imagenet"
-    crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
-    crop_ratio: List[float] = field(default_factory=lambda: [0.75, 1.3333333333333333])
-    hflip: bool = True
-    val_crop: Optional[int] = None  # None: image_size
-    interpolation: str = "bilinear"  # bilinear | bicubic | nearest
 
 
 @dataclass
@@ -136,6 +153,9 @@ class OptimConfig:
     lr_scaling: str = "none"
     reference_batch: int = 256
     label_smoothing: float = 0.0
+    # adamw / lamb only (lamb's eps default is timm's 1e-6, set by conf/optim/lamb.yaml).
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1.0e-8
 
 
 @dataclass
@@ -218,6 +238,7 @@ class Config:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
     epochs: int = 90
+    loss: str = "ce"  # ce: cross-entropy | bce: binary cross-entropy on (soft) targets, as ResNet Strikes Back
     seed: Optional[int] = 0
     deterministic: bool = False
     print_freq: int = 10
@@ -258,13 +279,14 @@ _CHOICES = {
     "device.type": ("auto", "cpu", "cuda", "npu"),
     "amp.mode": ("off", "fp16", "bf16", "apex"),
     "distributed.mode": ("none", "spawn", "env"),
-    "optim.name": ("sgd",),
+    "optim.name": ("sgd", "adamw", "lamb"),
+    "loss": ("ce", "bce"),
+    "dataset.augment": ("imagenet", "light", "none"),
+    "dataset.interpolation": ("bilinear", "bicubic", "nearest"),
     "optim.lr_scaling": ("none", "linear", "sqrt"),
     "schedule.name": ("step", "cosine"),
     "checkpoint.save": ("all", "last", "best", "none"),
     "dataset.loader": ("auto", "torch", "dali"),
-    "dataset.augment": ("imagenet", "light", "none"),
-    "dataset.interpolation": ("bilinear", "bicubic", "nearest"),
 }
 
 

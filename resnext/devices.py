@@ -147,6 +147,8 @@ class Device:
         return torch.int32 if self.type == "npu" else None
 
     def prepare_target(self, target: torch.Tensor) -> torch.Tensor:
+        if target.is_floating_point():  # soft rows from MixUp/CutMix stay float, whatever the index dtype
+            return target.to(device=self.torch_device, non_blocking=True)
         return target.to(device=self.torch_device, dtype=self.target_dtype, non_blocking=True)
 
     def sgd(self, params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:

@@ -78,7 +78,9 @@ class _Totals:
 
 def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any, amp: MixedPrecision, ctx: RankContext, epoch: int,
-                    settings: LoopSettings) -> Dict[str, float]:
+                    settings: LoopSettings, after_step: Optional[Callable[[int, int], None]] = None
+                    ) -> Dict[str, float]:
+    """One epoch; `after_step(epoch, step)` runs after each optimizer step (the EMA update, resnext/ema.py)."""
     model.train()
     steps = len(loader) if settings.max_steps is None else min(len(loader), settings.max_steps)
     throughput = Throughput(settings.fps_warmup_steps)
@@ -95,6 +97,8 @@ def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimiz
         amp.backward_and_step(loss, optimizer)
         lr = optimizer.param_groups[0]["lr"]  # this step's, before the schedule moves on
         scheduler.step()
+        if after_step is not None:
+            after_step(epoch, step)
 
         totals.add(loss, output, target)
         # Throughput counts the global batch: every rank runs the same number of steps.
@@ -127,10 +131,12 @@ def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimiz
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Any, criterion: nn.Module, amp: MixedPrecision, ctx: RankContext,
-             settings: LoopSettings, observer: Optional[Any] = None) -> Dict[str, float]:
+             settings: LoopSettings, observer: Optional[Any] = None, label: str = "") -> Dict[str, float]:
     """Validation over this rank's shard; sums are all-reduced, so every sample counts exactly once.
 
-    `observer.add(output, target)` sees every batch (perclass.ConfusionMeter for evaluate=true)."""
+    `observer.add(output, target)` sees every batch (perclass.ConfusionMeter for evaluate=true). `label`
+    ("EMA ") goes before Acc@1 in the log line, so parsers of " * Acc@1" see the raw model's only.
+    """
     model.eval()
     totals = _Totals(ctx)
     show_bar = settings.progress_bar and ctx.is_main
@@ -145,5 +151,5 @@ def evaluate(model: nn.Module, loader: Any, criterion: nn.Module, amp: MixedPrec
     loss_mean, acc1, acc5, seen = totals.summed_over_ranks()
     result = {"val_loss": loss_mean, "acc1": acc1, "acc5": acc5, "val_samples": seen}
     if ctx.is_main:
-        log.info(" * Acc@1 %.3f Acc@5 %.3f", result["acc1"], result["acc5"])
+        log.info(" * %sAcc@1 %.3f Acc@5 %.3f", label, result["acc1"], result["acc5"])
     return result

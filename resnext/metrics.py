@@ -31,7 +31,12 @@ class AverageMeter:
 
 @torch.no_grad()
 def correct_topk(output: torch.Tensor, target: torch.Tensor, topk: Iterable[int] = (1, 5)) -> torch.Tensor:
-    """Number of samples whose target is within the top-k predictions, for each k (a tensor, no host sync)."""
+    """Number of samples whose target is within the top-k predictions, for each k (a tensor, no host sync).
+
+    A soft target row (MixUp/CutMix, [batch, classes]) counts as its largest share: its argmax.
+    """
+    if target.dim() == 2:
+        target = target.argmax(dim=1)
     ks = [min(k, output.shape[1]) for k in topk]
     _, pred = output.topk(max(ks), dim=1)
     hits = pred.eq(target.view(-1, 1))

@@ -12,6 +12,7 @@ from typing import Callable
 import torchvision
 from torch import nn
 
+from . import pretrained
 from .checkpoint import load_checkpoint
 from .config import ConfigError
 
@@ -53,15 +54,25 @@ def build_model(mcfg, num_classes: int) -> nn.Module:
     elif mcfg.stem != "imagenet":
         raise ConfigError(f"model.stem={mcfg.stem!r} is not one of imagenet, cifar")
     if mcfg.weights:
-        load_weights(model, mcfg.weights)
+        load_weights(model, mcfg.weights, mcfg.arch)
     return model
 
 
-def load_weights(model: nn.Module, path: str) -> None:
-    """Load a torchvision-format state dict; a head of another class count is left freshly initialised."""
+def _read_state(path: str, arch: str) -> dict:
+    if pretrained.is_torchvision(path):
+        return pretrained.read_state_dict(arch, path)
     state = load_checkpoint(path, "model.weights")  # one clear line for a missing or unreadable file
+    if isinstance(state, dict) and state.get("result") == "ema":
+        return state["ema"]["state_dict"]  # a checkpoint whose result is its EMA (model.ema=true)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]  # a checkpoint.pth.tar of ours works too
+    return state
+
+
+def load_weights(model: nn.Module, path: str, arch: str) -> None:
+    """Load a torchvision-format state dict (a file or torchvision:<NAME>); a head of another class count is
+    left freshly initialised."""
+    state = _read_state(path, arch)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
     head = [k for k in ("fc.weight", "fc.bias") if k in state and state[k].shape != own[k].shape]

@@ -37,11 +37,30 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool
 
 
 def build_optimizer(ocfg, model: nn.Module, device: Device, lr: float) -> torch.optim.Optimizer:
-    if ocfg.name != "sgd":
-        raise ConfigError(f"optim.name={ocfg.name!r}: only sgd is available")
+    """sgd (the device's fused one where it has one), adamw (torch) or lamb (timm, the `[lamb]` extra).
+
+    optim.no_decay_norm_bias applies to all three: the parameter groups carry their own weight decay.
+    """
     groups = param_groups(model, ocfg.weight_decay, ocfg.no_decay_norm_bias)
-    return device.sgd(groups, lr=lr, momentum=ocfg.momentum, nesterov=ocfg.nesterov,
-                      weight_decay=ocfg.weight_decay)
+    if ocfg.name == "sgd":
+        return device.sgd(groups, lr=lr, momentum=ocfg.momentum, nesterov=ocfg.nesterov,
+                          weight_decay=ocfg.weight_decay)
+    betas = tuple(ocfg.betas)
+    if ocfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=ocfg.eps, weight_decay=ocfg.weight_decay)
+    if ocfg.name == "lamb":
+        return lamb_class()(groups, lr=lr, betas=betas, eps=ocfg.eps, weight_decay=ocfg.weight_decay)
+    raise ConfigError(f"optim.name={ocfg.name!r} is not one of sgd, adamw, lamb")
+
+
+def lamb_class() -> type:
+    """timm's LAMB (You et al. 2019, as ResNet Strikes Back used it); a ConfigError naming the extra without timm."""
+    try:
+        from timm.optim import Lamb
+    except ImportError:
+        raise ConfigError("optim.name=lamb needs timm's LAMB: pip install 'resnext[lamb]' (or pip install timm), "
+                          "or choose optim=adamw / optim=sgd") from None
+    return Lamb
 
 
 def build_scheduler(scfg, optimizer: torch.optim.Optimizer, epochs: int,

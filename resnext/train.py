@@ -21,6 +21,8 @@ from . import launch, resume
 from .config import ConfigError, check_config, register_configs
 from .data import check_dataset, resolve_loader
 from .loggers import check_loggers
+from .pretrained import ensure_cached, is_torchvision
+from .recipe_checks import check_recipe
 from .suggest import suggest_on_error
 from .sweep import place_job_on_devices, record_outcome
 from .trainer import fit
@@ -85,7 +87,10 @@ def main(cfg: DictConfig) -> float:
     try:
         check_config(cfg)
         check_loggers(cfg)
+        check_recipe(cfg)
         dataset_problem = _check_dataset(cfg)
+        if is_torchvision(cfg.model.weights) and not cfg.launch.dry_run:
+            ensure_cached(cfg.model.arch, cfg.model.weights)  # once, before the ranks: offline is refused here
         place_job_on_devices(cfg)  # before the plan: a sweep's parallel jobs each get their own devices
         plan = launch.plan(cfg)
         files_problem = _refused_unless_dry_run(cfg, lambda: resume.check_input_files(cfg))

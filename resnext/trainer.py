@@ -19,10 +19,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from . import checkpoint, resume
+from . import checkpoint, ema as ema_room, resume
 from .amp import MixedPrecision
 from .data import build_loaders
 from .devices import RankContext
+from .losses import build_criterion
 from .engine import LoopSettings, evaluate, train_one_epoch
 from .loggers import open_sinks
 from .metrics import MetricsWriter
@@ -30,6 +31,7 @@ from .modelcard import CARD_KEY, model_card
 from .models import build_model
 from .optim import build_optimizer, build_scheduler, effective_lr
 from .perclass import ConfusionMeter, write_class_report
+from .pretrained import output_class_names
 from .speed import apply_tf32, use_channels_last
 
 log = logging.getLogger("resnext")
@@ -66,8 +68,9 @@ def _wrap_ddp(model: nn.Module, ctx: RankContext) -> nn.Module:
 
 def _checkpoint_state(cfg: DictConfig, model: nn.Module, optimizer, scheduler, amp: MixedPrecision,
                       epoch: int, best_acc1: float, ctx: RankContext, num_classes: int,
-                      steps_per_epoch: int, class_names) -> Dict[str, Any]:
+                      steps_per_epoch: int, class_names, extra: Dict[str, Any]) -> Dict[str, Any]:
     return {
+        **extra,  # the EMA and whose Acc@1 is the result (resnext/ema.py)
         "class_names": list(class_names),
         CARD_KEY: model_card(cfg, class_names),  # what export/predict need: arch, classes, eval preprocessing
         "epoch": epoch,  # the next epoch to run
@@ -106,7 +109,9 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
         return build_scheduler(cfg.schedule, optimizer, cfg.epochs, steps_per_epoch)
 
     scheduler = make_scheduler()
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
+    criterion = build_criterion(cfg.loss, cfg.optim.label_smoothing)
+    ema = ema_room.build_ema(cfg, model, ctx.is_main)
+    result_key = ema_room.result_key(ema)
     if ctx.is_main:
         log.info("%s: %.2fM parameters, %d classes; global batch %d (%d per rank x %d ranks), lr %g%s",
                  cfg.model.arch, sum(p.numel() for p in model.parameters()) / 1e6, loaders.num_classes,
@@ -119,6 +124,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
         state = checkpoint.load_checkpoint(cfg.resume)
         start_epoch, best_acc1, scheduler = resume.restore(state, cfg.resume, cfg, model, optimizer, scheduler, amp,
                                                            loaders.num_classes, steps_per_epoch, make_scheduler)
+        ema_room.restore(ema, state, ctx.is_main)
         if "rng" in state:
             ctx.device.set_rng_state(state["rng"]["device"])
         if ctx.is_main:
@@ -136,15 +142,18 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
         # The unwrapped module: each rank evaluates its own shard, no DDP collectives in the forward.
         confusion = ConfusionMeter(loaders.num_classes, ctx)
         stats = evaluate(model, loaders.val, criterion, amp, ctx, settings, observer=confusion)
+        if ema is not None:
+            stats.update(ema.validate(loaders.val, criterion, amp, ctx, settings))
         matrix = confusion.summed()
         if ctx.is_main:
             write_class_report(ctx.run_dir, matrix, loaders.class_names)
-            _write_json(ctx, "eval.json", {**stats, "resume": cfg.resume, "model.weights": cfg.model.weights,
-                                           "dataset": cfg.dataset.name})
-        return stats["acc1"]
+            _write_json(ctx, "eval.json", {**stats, "result": result_key, "resume": cfg.resume,
+                                           "model.weights": cfg.model.weights, "dataset": cfg.dataset.name})
+        return stats[result_key]
 
     writer = MetricsWriter(ctx.run_dir, open_sinks(cfg, ctx.run_dir)) if ctx.is_main else None
     settings.on_step = writer.write_step if writer is not None else None
+    names = output_class_names(cfg, loaders.class_names)
     record: Dict[str, Any] = {}
     fps_per_epoch: List[float] = []
     for epoch in range(start_epoch, cfg.epochs):
@@ -152,11 +161,13 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
         loaders.train_sampler.set_epoch(epoch)
         lr_now = optimizer.param_groups[0]["lr"]
         train_stats = train_one_epoch(train_model, loaders.train, criterion, optimizer, scheduler, amp, ctx,
-                                      epoch, settings)
+                                      epoch, settings, after_step=ema.after_step if ema else None)
         val_stats = evaluate(model, loaders.val, criterion, amp, ctx, settings) if cfg.validate else {}
-        is_best = cfg.validate and val_stats["acc1"] > best_acc1
+        if ema is not None and cfg.validate:
+            val_stats.update(ema.validate(loaders.val, criterion, amp, ctx, settings))
+        is_best = cfg.validate and val_stats[result_key] > best_acc1
         if is_best:
-            best_acc1 = val_stats["acc1"]
+            best_acc1 = val_stats[result_key]
         if ctx.is_main:
             # lr: the first step's; lr_last (from train_stats): the last step's.
             record = {"epoch": epoch, "lr": lr_now, **train_stats, **val_stats,
@@ -165,7 +176,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
             fps_per_epoch.append(train_stats["fps"])
             checkpoint.save_checkpoint(
                 _checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch + 1, best_acc1, ctx,
-                                  loaders.num_classes, steps_per_epoch, loaders.class_names),
+                                  loaders.num_classes, steps_per_epoch, names, ema_room.checkpoint_entries(ema)),
                 ctx.run_dir, is_best, cfg.checkpoint.save)
     best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated
     if ctx.is_main:

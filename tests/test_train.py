@@ -58,6 +58,17 @@ def interrupt_at_epoch(monkeypatch, stop_epoch: int) -> None:
     monkeypatch.setattr(trainer, "train_one_epoch", train_or_stop)
 
 
+def run_whole_stopped_and_resumed(overrides, tmp_path, monkeypatch, stop_epoch: int) -> None:
+    """tmp_path/whole: uninterrupted; tmp_path/stopped: killed as stop_epoch starts; tmp_path/resumed: from it."""
+    train_in_process(compose_config(overrides), tmp_path / "whole")
+    with monkeypatch.context() as patch:
+        interrupt_at_epoch(patch, stop_epoch)
+        with pytest.raises(Interrupted):
+            train_in_process(compose_config(overrides), tmp_path / "stopped")
+    resumed = compose_config([*overrides, f"resume={tmp_path / 'stopped' / checkpoint.LAST}"])
+    train_in_process(resumed, tmp_path / "resumed")
+
+
 def test_resume_after_epoch_2_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
     overrides = ["deterministic=true", "epochs=4", "schedule.warmup_epochs=1", "optim.nesterov=true",
                  "dataset.train_size=32"]

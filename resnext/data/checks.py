@@ -108,9 +108,11 @@ def _check_image_folders(dcfg) -> int:
     if empty:
         raise ConfigError(f"class folders under {root} without image files ({', '.join(IMG_EXTENSIONS)}): "
                           f"{_listing(empty)}; add images or remove the folders from both train/ and val/")
-    if dcfg.val_resize < dcfg.image_size:
-        raise ConfigError(f"dataset.val_resize={dcfg.val_resize} must be at least dataset.image_size="
-                          f"{dcfg.image_size}: validation resizes, then centre-crops image_size")
+    crop = dcfg.val_crop or dcfg.image_size  # dataset.val_crop: None means the training side
+    if dcfg.val_resize < crop:
+        key = "dataset.val_crop" if dcfg.val_crop else "dataset.image_size"
+        raise ConfigError(f"dataset.val_resize={dcfg.val_resize} must be at least {key}={crop}: validation "
+                          f"resizes, then centre-crops {crop}")
     return len(train)
 
 

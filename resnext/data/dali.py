@@ -84,8 +84,12 @@ def resolve_loader(dcfg) -> Tuple[str, str]:
             raise ConfigError(f"dataset.loader=dali reads JPEG folders (dataset=imagenet or dataset=folder); "
                               f"dataset={dcfg.name} has the torch loader only: set dataset.loader=torch or auto")
         return "torch", f"dataset.loader=auto: dataset={dcfg.name} has the torch loader only"
+    torch_only = torch_only_options(dcfg)
     if dcfg.loader == "dali":
         import_dali()
+        if torch_only:
+            raise ConfigError(f"dataset.loader=dali: {torch_only[0]} runs in the torch loader only: set "
+                              "dataset.loader=torch (or auto, which then picks torch)")
         _check_dali_options(dcfg)
         return "dali", "dataset.loader=dali"
     version = _dali_version()
@@ -93,8 +97,19 @@ def resolve_loader(dcfg) -> Tuple[str, str]:
         return "torch", f"dataset.loader=auto: NVIDIA DALI does not import (for the fast path: {PIP_LINE})"
     if dcfg.get("bad_images", "error") != "error":
         return "torch", f"dataset.loader=auto: dataset.bad_images={dcfg.bad_images} needs the torch loader"
+    if torch_only:
+        return "torch", f"dataset.loader=auto: {torch_only[0]} needs the torch loader"
     _check_dali_options(dcfg)
     return "dali", f"dataset.loader=auto: NVIDIA DALI {version} imports"
+
+
+def torch_only_options(dcfg) -> List[str]:
+    """The augmentation options set in dcfg that the DALI pipelines do not implement (they live in torchvision
+    transforms, the torch sampler or its collate_fn), as `key=value` strings."""
+    is_set = {"auto_augment": lambda v: v is not None, "random_erase": lambda v: v > 0,
+              "mixup_alpha": lambda v: v > 0, "cutmix_alpha": lambda v: v > 0, "ra_reps": lambda v: v > 1}
+    return [f"dataset.{key}={dcfg.get(key)}" for key, check in is_set.items()
+            if key in dcfg and check(dcfg.get(key))]
 
 
 @dataclass(frozen=True)

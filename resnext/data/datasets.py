@@ -17,25 +17,29 @@ Pair = Tuple[Dataset, Dataset]
 
 
 def _synthetic(dcfg, seed: int) -> Pair:
-    def make(size: int, split_seed: int) -> SyntheticDataset:
-        return SyntheticDataset(size, dcfg.image_size, split_seed, dcfg.num_classes, dcfg.mean, dcfg.std)
+    def make(size: int, split_seed: int, transform) -> SyntheticDataset:
+        return SyntheticDataset(size, dcfg.image_size, split_seed, dcfg.num_classes, dcfg.mean, dcfg.std, transform)
 
-    return make(dcfg.train_size, seed), make(dcfg.val_size, seed + SYNTHETIC_VAL_SEED_OFFSET)
+    # Stored ready-made at image_size: a pipeline only when augmenting or validating at another side.
+    side = dcfg.image_size
+    train_tf = transforms.train_transform(dcfg, side) if transforms.needs_transform(dcfg) else None
+    val_tf = transforms.eval_transform(dcfg, side) if transforms.val_crop(dcfg) != side else None
+    return make(dcfg.train_size, seed, train_tf), make(dcfg.val_size, seed + SYNTHETIC_VAL_SEED_OFFSET, val_tf)
 
 
 def _cifar10(dcfg, seed: int) -> Pair:
     # check_dataset already downloaded when dataset.download=true; ranks never fetch concurrently.
     root = str(dataset_root(dcfg))
-    train = CIFAR10(root, train=True, transform=transforms.cifar_train(dcfg.image_size, dcfg.mean, dcfg.std))
-    val = CIFAR10(root, train=False, transform=transforms.cifar_eval(dcfg.image_size, dcfg.mean, dcfg.std))
+    side = transforms.CIFAR_SIDE
+    train = CIFAR10(root, train=True, transform=transforms.train_transform(dcfg, side))
+    val = CIFAR10(root, train=False, transform=transforms.eval_transform(dcfg, side))
     return train, val
 
 
 def _image_folders(dcfg, seed: int) -> Pair:
     root = dataset_root(dcfg)
-    train = ImageFolder(str(root / "train"), transform=transforms.imagenet_train(dcfg.image_size, dcfg.mean, dcfg.std))
-    val = ImageFolder(str(root / "val"),
-                      transform=transforms.imagenet_eval(dcfg.image_size, dcfg.val_resize, dcfg.mean, dcfg.std))
+    train = ImageFolder(str(root / "train"), transform=transforms.train_transform(dcfg))
+    val = ImageFolder(str(root / "val"), transform=transforms.eval_transform(dcfg))
     return train, val
 
 

@@ -10,6 +10,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from ..config import ConfigError
 from . import dali
 from .datasets import build_datasets
+from .mixing import build_mixing
+from .ra_sampler import RASampler
 
 log = logging.getLogger("resnext")
 
@@ -116,12 +118,15 @@ def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: s
     train_set, val_set = build_datasets(dcfg, seed)
     rank_batch = dcfg.batch_size // world_size
     sampler = _train_sampler(train_set, seed, rank, world_size)
+    if dcfg.ra_reps > 1:  # repeated augmentation: same epoch length, each index ra_reps times
+        sampler = RASampler(train_set, world_size, rank, seed, dcfg.ra_reps)
     _check_full_batch(len(train_set), sampler, rank_batch, dcfg, world_size)
     options = _worker_options(dcfg, device_type)
     # drop_last: every step sees a full batch, so BatchNorm statistics and the lr per sample stay constant.
-    train = DataLoader(train_set, batch_size=rank_batch, sampler=sampler, drop_last=True, **options)
+    names = _class_names(train_set)
+    train = DataLoader(train_set, batch_size=rank_batch, sampler=sampler, drop_last=True,
+                       collate_fn=build_mixing(dcfg, len(names)), **options)
     val_batch = (dcfg.val_batch_size or dcfg.batch_size) // world_size
     val = DataLoader(val_set, batch_size=max(val_batch, 1), sampler=ShardSampler(len(val_set), rank, world_size),
                      **options)
-    names = _class_names(train_set)
     return Loaders(train, val, sampler, len(names), names)

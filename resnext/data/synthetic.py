@@ -8,7 +8,7 @@ a ResNeXt trained on it is a real check that the whole pipeline learns.
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import Dataset
@@ -80,11 +80,15 @@ def make_synthetic(n: int, size: int, seed: int, num_classes: int = 10) -> Tuple
 
 
 class SyntheticDataset(Dataset):
-    """Images generated once, in memory, at construction; normalised on the way out."""
+    """Images generated once, in memory, at construction; normalised on the way out.
+
+    `transform`, when given, receives the uint8 image and does the normalising itself (augmentation).
+    """
 
     def __init__(self, n: int, size: int, seed: int, num_classes: int, mean: Sequence[float],
-                 std: Sequence[float]) -> None:
+                 std: Sequence[float], transform: Optional[Callable] = None) -> None:
         self.images, self.targets = make_synthetic(n, size, seed, num_classes)
+        self.transform = transform
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.classes = list(CLASSES[:num_classes])
@@ -93,5 +97,7 @@ class SyntheticDataset(Dataset):
         return self.targets.shape[0]
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+        if self.transform is not None:
+            return self.transform(self.images[index]), int(self.targets[index])
         image = self.images[index].float().div_(255)
         return (image - self.mean) / self.std, int(self.targets[index])
