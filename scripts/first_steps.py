@@ -14,6 +14,7 @@ import sys
 
 import torch
 from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
 from resnext.config import register_configs
@@ -25,6 +26,7 @@ from resnext.optim import build_optimizer, build_scheduler, effective_lr
 
 def first_losses(overrides, steps: int):
     register_configs()
+    GlobalHydra.instance().clear()  # callable after another compose in the same process (tests)
     with initialize_config_module(config_module="resnext.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
     seed = cfg.seed if cfg.seed is not None else 0
