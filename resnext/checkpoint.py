@@ -1,6 +1,7 @@
 """Atomic checkpoints that load with weights_only=True, and the RNG state that makes resume exact."""
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -13,6 +14,12 @@ import torch
 
 LAST = "checkpoint.pth.tar"
 BEST = "model_best.pth.tar"
+EPOCH_COPY = "checkpoint_epoch{epoch:04d}.pth.tar"  # checkpoint.keep_last copies
+AUTO = "auto"  # resume=auto
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, quota, I/O error); the previous one is untouched."""
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -25,6 +32,13 @@ def save_atomic(obj: Any, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        full = " (the disk is full: free space or point the run directory elsewhere)" if err.errno in (
+            errno.ENOSPC, errno.EDQUOT) else ""
+        kept = f"the previous {path} is intact" if path.exists() else f"no previous {path.name} existed"
+        raise CheckpointWriteError(err.errno, f"could not write {path}: {err.strerror or err}{full}; {kept}, "
+                                   "resume from it") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -37,6 +51,28 @@ def save_checkpoint(state: Dict[str, Any], run_dir: Path, is_best: bool) -> None
         tmp = Path(run_dir) / (BEST + ".tmp")
         shutil.copyfile(Path(run_dir) / LAST, tmp)
         os.replace(tmp, Path(run_dir) / BEST)
+
+
+def keep_epoch_copy(run_dir: Path, epoch: int, keep_last: int) -> None:
+    """checkpoint.keep_last=N: a copy of checkpoint.pth.tar per finished epoch, the newest N kept."""
+    if keep_last <= 0:
+        return
+    run_dir = Path(run_dir)
+    target = run_dir / EPOCH_COPY.format(epoch=epoch)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.copyfile(run_dir / LAST, tmp)
+    os.replace(tmp, target)
+    copies = sorted(run_dir.glob(EPOCH_COPY.replace("{epoch:04d}", "[0-9]*")))
+    for old in copies[:-keep_last]:
+        old.unlink(missing_ok=True)
+
+
+def resolve_resume(resume: Any, run_dir: Path) -> Any:
+    """resume=auto: the run directory's checkpoint.pth.tar if there is one, else None (a fresh start)."""
+    if resume != AUTO:
+        return resume
+    last = Path(run_dir) / LAST
+    return str(last) if last.is_file() else None
 
 
 def load_checkpoint(path: str | Path) -> Dict[str, Any]:

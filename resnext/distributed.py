@@ -127,14 +127,17 @@ def agree_run_dir(run_dir: Path, rank: int) -> Path:
     return agreed
 
 
-def launcher_run_dir(mode: str, default: str) -> str:
+def launcher_run_dir(mode: str, default: str, resume: Optional[str] = None) -> str:
     """hydra.run.dir for a job: one directory per launcher job id under distributed=env, else `default`.
 
     Under torchrun/srun every rank composes its own config, and the timestamp in `default` can differ
-    between ranks (and nodes); the job id that the launcher gives every rank cannot.
+    between ranks (and nodes); the job id that the launcher gives every rank cannot. With resume=auto
+    inside a SLURM job the directory is named after the job id in every mode, because a requeued job
+    keeps its id and must find its checkpoint again (a timestamp would start it over).
     """
     if mode != "env":
-        return default
+        slurm_job = os.environ.get("SLURM_JOB_ID")
+        return f"slurm-{slurm_job}" if resume == "auto" and slurm_job else default
     slurm_job = os.environ.get("SLURM_JOB_ID")
     if slurm_job and "SLURM_PROCID" in os.environ and "RANK" not in os.environ:
         step = os.environ.get("SLURM_STEP_ID")

@@ -8,6 +8,7 @@ ranks; each gets the resolved config (never Hydra again), its device and the one
 from __future__ import annotations
 
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import torch
 import torch.multiprocessing as mp
 from omegaconf import DictConfig, OmegaConf
 
-from . import distributed
+from . import distributed, preempt
 from .amp import amp_problem, describe_amp
 from .config import Config, ConfigError
 from .devices import ALLOWED_BACKENDS, BACKENDS, Device, hardware_problem, local_devices, resolve_type
@@ -178,6 +179,9 @@ def run(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Worker)
     return _join(cfg, launch_plan, run_dir, worker)
 
 
+PREEMPT_GRACE_S = 5.0
+
+
 class RankFailed(RuntimeError):
     """A spawned rank raised: the message carries the traceback of the rank that failed first."""
 
@@ -189,18 +193,29 @@ def _spawn(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Work
     # so no rank is left waiting in a collective for a peer that is gone.
     context = mp.start_processes(_spawned_rank, args=(container, launch_plan, str(run_dir), worker, reports),
                                  nprocs=len(launch_plan.devices), join=False, start_method="spawn")
+    restore_signals = preempt.forward_signals(context.processes)  # the ranks checkpoint, then exit
     try:
-        while not context.join():
+        # The grace period lets the other ranks of a preempted job leave by themselves after the barrier.
+        while not context.join(grace_period=PREEMPT_GRACE_S):
             pass
     except (mp.ProcessRaisedException, mp.ProcessExitedException) as err:
         _stop(context.processes)
+        code = getattr(err, "exit_code", None)
+        if code == preempt.EXIT_PREEMPTED:
+            raise preempt.Preempted(f"rank {err.error_index} stopped after a checkpoint (exit {code}); run the "
+                                    "same command with resume=auto to continue") from err
         first = _first_failure(reports)
-        if first is None:  # killed without a Python traceback (OOM killer, signal)
+        if first is None:  # killed without a Python traceback (OOM killer, signal, hang watchdog)
+            if code == preempt.EXIT_HANG:
+                raise RankFailed(f"the hang watchdog ended the job (exit {code}): see its message above, which "
+                                 "names the rank that stopped making progress") from err
             raise
         raise RankFailed(first) from err
-    except BaseException:  # Ctrl-C in this process (the ranks get SIGINT too): make sure every rank ends
+    except BaseException:  # anything else in this process: make sure every rank ends
         _stop(context.processes)
         raise
+    finally:
+        restore_signals()
     results = [value for kind, _, _, value in _drain(reports) if kind == "result"]
     if not results:
         raise RuntimeError("rank 0 finished without reporting its result")
@@ -244,6 +259,8 @@ def _spawned_rank(local_rank: int, container: Dict[str, Any], launch_plan: Launc
         cfg = OmegaConf.merge(OmegaConf.structured(Config), container)
         url = f"tcp://{launch_plan.addr}:{launch_plan.port}"
         result = _run_rank(cfg, launch_plan, rank, local_rank, Path(run_dir), worker, url)
+    except preempt.Preempted:
+        sys.exit(preempt.EXIT_PREEMPTED)  # not an error: the parent sees the code and stops the job cleanly
     except BaseException:
         reports.put(("error", rank, time.time(), traceback.format_exc()))
         raise

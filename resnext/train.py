@@ -16,9 +16,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import launch
+from . import launch, sweep_resume
 from .config import ConfigError, check_config, register_configs
 from .data import check_dataset
+from .data.robust import BadImageError, bad_image_message
+from .preempt import Preempted
 from .sweep import place_job_on_devices
 from .trainer import fit
 
@@ -43,6 +45,9 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         check_config(cfg)
+        done = sweep_resume.prepare_job(cfg, run_dir)  # sweep.resume=true: skip, resume or rerun this job
+        if done is not None:
+            return done
         dataset_problem = _check_dataset(cfg)
         place_job_on_devices(cfg)  # before the plan: a sweep's parallel jobs each get their own devices
         plan = launch.plan(cfg)
@@ -56,7 +61,16 @@ def main(cfg: DictConfig) -> float:
         if dataset_problem:
             print(f"  dataset: a real launch would refuse it: {dataset_problem}")
         return 0.0
-    return launch.run(cfg, plan, run_dir, fit)
+    try:
+        return launch.run(cfg, plan, run_dir, fit)
+    except Preempted as stop:  # a signal: the checkpoint is written; the exit code tells a requeue script
+        log.warning("%s", stop)
+        sys.exit(stop.exit_code)
+    except BadImageError as err:  # dataset.bad_images=error: the file and the option, not a worker traceback
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        log.error("%s", bad_image_message(err))
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ It returns the best validation Acc@1, which `train.main` hands back to Hydra's s
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,14 +19,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, preempt
 from .amp import MixedPrecision
 from .data import build_loaders
+from .data.robust import SkipReport
 from .engine import LoopSettings, evaluate, train_one_epoch
 from .launch import RankContext
 from .metrics import MetricsWriter
 from .models import build_model
 from .optim import build_optimizer, build_scheduler, effective_lr
+from .watchdog import Watchdog
 
 log = logging.getLogger("resnext")
 
@@ -61,9 +64,10 @@ def _wrap_ddp(model: nn.Module, ctx: RankContext) -> nn.Module:
 
 
 def _checkpoint_state(cfg: DictConfig, model: nn.Module, optimizer, scheduler, amp: MixedPrecision,
-                      epoch: int, best_acc1: float, ctx: RankContext) -> Dict[str, Any]:
+                      epoch: int, best_acc1: float, ctx: RankContext, step: int = 0) -> Dict[str, Any]:
     return {
         "epoch": epoch,  # the next epoch to run
+        "step": step,  # the next step of that epoch: 0 at an epoch boundary (mid-epoch: resnext/preempt.py)
         "arch": cfg.model.arch,
         "state_dict": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -82,7 +86,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
     seed_everything(seed, ctx, cfg.deterministic)
 
     loaders = build_loaders(cfg.dataset, seed=seed, rank=ctx.rank, world_size=ctx.world_size,
-                            device_type=ctx.device.type)
+                            device_type=ctx.device.type, run_dir=ctx.run_dir)
     model = _prepare_model(cfg, build_model(cfg.model, loaders.num_classes), ctx)
     lr = effective_lr(cfg.optim, cfg.dataset.batch_size)
     optimizer = build_optimizer(cfg.optim, model, ctx.device, lr)
@@ -100,18 +104,20 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
                  f" (optim.lr {cfg.optim.lr} scaled {cfg.optim.lr_scaling})" if lr != cfg.optim.lr else "")
 
     # -1 until the first validation, so the first validated epoch always writes model_best.
-    start_epoch, best_acc1 = 0, -1.0
-    if cfg.resume:
-        state = checkpoint.load_checkpoint(cfg.resume)
+    start_epoch, start_step, best_acc1 = 0, 0, -1.0
+    resume = checkpoint.resolve_resume(cfg.resume, ctx.run_dir)  # resume=auto: this run dir's, if any
+    if resume:
+        state = checkpoint.load_checkpoint(resume)
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         amp.load_state_dict(state["amp"])
-        start_epoch, best_acc1 = state["epoch"], state["best_acc1"]
+        start_epoch, start_step, best_acc1 = state["epoch"], state.get("step", 0), state["best_acc1"]
         checkpoint.restore_rng_state(state["rng"])
         ctx.device.set_rng_state(state["rng"]["device"])
         if ctx.is_main:
-            log.info("resumed from %s at epoch %d (best Acc@1 %.3f)", cfg.resume, start_epoch, best_acc1)
+            log.info("resumed from %s at epoch %d step %d (best Acc@1 %.3f)", resume, start_epoch, start_step,
+                     best_acc1)
 
     train_model = _wrap_ddp(model, ctx)
     if cfg.model.compile:
@@ -125,25 +131,37 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
         # The unwrapped module: each rank evaluates its own shard, no DDP collectives in the forward.
         return evaluate(model, loaders.val, criterion, amp, ctx, settings)["acc1"]
 
+    def save_mid_epoch(epoch: int, step: int) -> None:
+        checkpoint.save_checkpoint(_checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch, best_acc1, ctx,
+                                                     step), ctx.run_dir, False)
+
     writer = MetricsWriter(ctx.run_dir, cfg.tensorboard) if ctx.is_main else None
+    skips = SkipReport(ctx.run_dir) if ctx.is_main else None
     record: Dict[str, Any] = {}
-    for epoch in range(start_epoch, cfg.epochs):
-        epoch_start = time.time()
-        loaders.train_sampler.set_epoch(epoch)
-        lr_now = optimizer.param_groups[0]["lr"]
-        train_stats = train_one_epoch(train_model, loaders.train, criterion, optimizer, scheduler, amp, ctx,
-                                      epoch, settings)
-        val_stats = evaluate(model, loaders.val, criterion, amp, ctx, settings) if cfg.validate else {}
-        is_best = cfg.validate and val_stats["acc1"] > best_acc1
-        if is_best:
-            best_acc1 = val_stats["acc1"]
-        if ctx.is_main:
-            record = {"epoch": epoch, "lr": lr_now, **train_stats, **val_stats,
-                      "best_acc1": max(best_acc1, 0.0), "seconds": time.time() - epoch_start}
-            writer.write(record)
-            checkpoint.save_checkpoint(
-                _checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch + 1, best_acc1, ctx),
-                ctx.run_dir, is_best)
+    watchdog = Watchdog(ctx.rank, ctx.world_size, cfg.distributed.timeout_min)
+    guard = preempt.StepGuard(cfg.checkpoint, ctx.is_main, ctx.distributed, save_mid_epoch, watchdog.beat)
+    with watchdog if ctx.distributed else contextlib.nullcontext(), guard:
+        for epoch in range(start_epoch, cfg.epochs):
+            epoch_start = time.time()
+            first_step = start_step if epoch == start_epoch else 0
+            loaders.set_epoch(epoch, first_step)
+            lr_now = optimizer.param_groups[0]["lr"]
+            train_stats = train_one_epoch(train_model, guard.watch(loaders.train), criterion, optimizer, scheduler,
+                                          amp, ctx, epoch, settings, first_step, guard.for_epoch(epoch))
+            val_stats = evaluate(model, loaders.val, criterion, amp, ctx, settings) if cfg.validate else {}
+            is_best = cfg.validate and val_stats["acc1"] > best_acc1
+            if is_best:
+                best_acc1 = val_stats["acc1"]
+            if ctx.is_main:
+                record = {"epoch": epoch, "lr": lr_now, **train_stats, **val_stats,
+                          "best_acc1": max(best_acc1, 0.0), "seconds": time.time() - epoch_start,
+                          **skips.for_epoch(epoch)}
+                writer.write(record)
+                checkpoint.save_checkpoint(
+                    _checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch + 1, best_acc1, ctx),
+                    ctx.run_dir, is_best)
+                checkpoint.keep_epoch_copy(ctx.run_dir, epoch, cfg.checkpoint.keep_last)
+            watchdog.beat()
     best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated
     if ctx.is_main:
         writer.close()
