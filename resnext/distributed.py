@@ -96,11 +96,16 @@ def free_port(addr: str) -> int:
         return sock.getsockname()[1]
 
 
-def init_process_group(backend: str, init_method: str, rank: int, world_size: int, timeout_min: int) -> None:
+# The process group's own timeout never goes below this: ranks that start slowly (imports on a busy node)
+# must still meet at the rendezvous. Shorter limits are the hang watchdog's job (resnext/watchdog.py).
+MIN_GROUP_TIMEOUT_MIN = 1.0
+
+
+def init_process_group(backend: str, init_method: str, rank: int, world_size: int, timeout_min: float) -> None:
     # The timeout bounds every collective as well as the rendezvous: a rank that waits for a dead peer
     # fails after it instead of hanging (the launcher usually ends it much sooner).
     dist.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=world_size,
-                            timeout=timedelta(minutes=timeout_min))
+                            timeout=timedelta(minutes=max(timeout_min, MIN_GROUP_TIMEOUT_MIN)))
 
 
 def destroy_process_group() -> None:
