@@ -204,11 +204,11 @@ def _spawn(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Work
         if code == preempt.EXIT_PREEMPTED:
             raise preempt.Preempted(f"rank {err.error_index} stopped after a checkpoint (exit {code}); run the "
                                     "same command with resume=auto to continue") from err
+        if code == preempt.EXIT_HANG:  # the peers' "connection closed" tracebacks that follow are noise
+            raise RankFailed(f"the hang watchdog ended the job (exit {code}): see its message above, which "
+                             "names the rank that stopped making progress") from err
         first = _first_failure(reports)
-        if first is None:  # killed without a Python traceback (OOM killer, signal, hang watchdog)
-            if code == preempt.EXIT_HANG:
-                raise RankFailed(f"the hang watchdog ended the job (exit {code}): see its message above, which "
-                                 "names the rank that stopped making progress") from err
+        if first is None:  # killed without a Python traceback (OOM killer, signal)
             raise
         raise RankFailed(first) from err
     except BaseException:  # anything else in this process: make sure every rank ends
