@@ -179,11 +179,18 @@ def run(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Worker)
     return _join(cfg, launch_plan, run_dir, worker)
 
 
-PREEMPT_GRACE_S = 5.0
+# The checkpoint is written before the ranks' barrier, so the others need only to leave: a short grace.
+PREEMPT_GRACE_S = 1.0
 
 
 class RankFailed(RuntimeError):
     """A spawned rank raised: the message carries the traceback of the rank that failed first."""
+
+
+class HangDetected(RankFailed):
+    """A rank's hang watchdog ended the job (resnext/watchdog.py); the exit code says so to a job script."""
+
+    exit_code = preempt.EXIT_HANG
 
 
 def _spawn(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Worker) -> float:
@@ -200,13 +207,13 @@ def _spawn(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Work
             pass
     except (mp.ProcessRaisedException, mp.ProcessExitedException) as err:
         _stop(context.processes)
-        code = getattr(err, "exit_code", None)
-        if code == preempt.EXIT_PREEMPTED:
-            raise preempt.Preempted(f"rank {err.error_index} stopped after a checkpoint (exit {code}); run the "
-                                    "same command with resume=auto to continue") from err
-        if code == preempt.EXIT_HANG:  # the peers' "connection closed" tracebacks that follow are noise
-            raise RankFailed(f"the hang watchdog ended the job (exit {code}): see its message above, which "
-                             "names the rank that stopped making progress") from err
+        codes = [process.exitcode for process in context.processes]
+        if preempt.EXIT_PREEMPTED in codes:
+            raise preempt.Preempted(f"rank {codes.index(preempt.EXIT_PREEMPTED)} stopped after a checkpoint; run "
+                                    "the same command with resume=auto to continue") from err
+        if preempt.EXIT_HANG in codes:  # the peers' "connection closed" tracebacks that follow are noise
+            raise HangDetected(f"the hang watchdog ended the job (exit {preempt.EXIT_HANG}): see its message "
+                               "above, which names the rank that stopped making progress") from err
         first = _first_failure(reports)
         if first is None:  # killed without a Python traceback (OOM killer, signal)
             raise

@@ -63,7 +63,7 @@ def main(cfg: DictConfig) -> float:
         return 0.0
     try:
         return launch.run(cfg, plan, run_dir, fit)
-    except Preempted as stop:  # a signal: the checkpoint is written; the exit code tells a requeue script
+    except (Preempted, launch.HangDetected) as stop:  # documented exit codes: a job script can requeue
         log.warning("%s", stop)
         sys.exit(stop.exit_code)
     except BadImageError as err:  # dataset.bad_images=error: the file and the option, not a worker traceback

@@ -203,13 +203,15 @@ def stall_rank_1(cfg, ctx):
 def test_a_stalled_rank_ends_the_job_within_the_timeout_naming_the_rank(tmp_path, capfd):
     cfg = compose_config(["device=cpu", "distributed=spawn", "device.nprocs=2", "distributed.timeout_min=0.1",
                           "print_freq=1"])
-    with pytest.raises(launch.RankFailed, match="hang watchdog"):
+    with pytest.raises(launch.HangDetected, match="hang watchdog"):
         launch.run(cfg, launch.plan(cfg), tmp_path, stall_rank_1)
     ended = time.time()
     logs = capfd.readouterr().err + "".join(p.read_text() for p in tmp_path.glob("train*.log"))
     assert "rank 1 made no progress" in logs or "rank 1 (this process) made no progress" in logs, logs
-    # Rank 0 logged step 2, then waited for rank 1: the job ended within the 6 s timeout (+ poll and teardown).
+    # Rank 0 logged step 2, then waited for rank 1: the watchdog fired after 90% of the 6 s timeout; the rest
+    # is its poll, the log's whole-second stamp and process teardown on a busy 2-core machine. Without the
+    # watchdog only the process group's timeout (at least 60 s) would have ended it.
     step_2 = [line for line in logs.splitlines() if "Epoch: [0][2/4]" in line]
     assert step_2, logs
     stamp = time.mktime(time.strptime(step_2[0][1:20], "%Y-%m-%d %H:%M:%S"))
-    assert ended - stamp < 6 + 6, ended - stamp
+    assert ended - stamp < 20, ended - stamp
