@@ -12,6 +12,8 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
+from .config import ConfigError
+
 LAST = "checkpoint.pth.tar"
 BEST = "model_best.pth.tar"
 EPOCH_COPY = "checkpoint_epoch{epoch:04d}.pth.tar"  # checkpoint.keep_last copies
@@ -73,6 +75,13 @@ def resolve_resume(resume: Any, run_dir: Path) -> Any:
         return resume
     last = Path(run_dir) / LAST
     return str(last) if last.is_file() else None
+
+
+def check_auto_resume(cfg: Any, run_dir: Path) -> None:
+    """evaluate=true with resume=auto and nothing to resume would validate random weights: refuse it."""
+    if cfg.resume == AUTO and cfg.evaluate and not cfg.model.weights and resolve_resume(AUTO, run_dir) is None:
+        raise ConfigError(f"evaluate=true with resume=auto: {Path(run_dir) / LAST} does not exist; set "
+                          "hydra.run.dir to the run to evaluate, or resume=<checkpoint path>")
 
 
 def load_checkpoint(path: str | Path) -> Dict[str, Any]:

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import launch, sweep_resume
+from . import checkpoint, launch, sweep_resume
 from .config import ConfigError, check_config, register_configs
 from .data import check_dataset
 from .data.robust import BadImageError, bad_image_message
@@ -48,6 +48,7 @@ def main(cfg: DictConfig) -> float:
         done = sweep_resume.prepare_job(cfg, run_dir)  # sweep.resume=true: skip, resume or rerun this job
         if done is not None:
             return done
+        checkpoint.check_auto_resume(cfg, run_dir)
         dataset_problem = _check_dataset(cfg)
         place_job_on_devices(cfg)  # before the plan: a sweep's parallel jobs each get their own devices
         plan = launch.plan(cfg)

@@ -13,7 +13,6 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from hydra import compose, initialize_config_module

@@ -78,7 +78,8 @@ def test_prepare_job_skips_resumes_or_reruns(tmp_path, fake_hydra):
 
 
 def test_sweep_resume_is_refused_where_it_cannot_work(tmp_path, fake_hydra):
-    fake_hydra.sweeper = OmegaConf.create({"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"})
+    optuna = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    fake_hydra.sweeper = OmegaConf.create({"_target_": optuna})
     with pytest.raises(ConfigError, match="cannot resume an Optuna search.*hydra.sweeper.storage"):
         sweep_resume.prepare_job(job_cfg(), tmp_path)
     fake_hydra.mode = RunMode.RUN
