@@ -215,3 +215,52 @@ def test_a_stalled_rank_ends_the_job_within_the_timeout_naming_the_rank(tmp_path
     assert step_2, logs
     stamp = time.mktime(time.strptime(step_2[0][1:20], "%Y-%m-%d %H:%M:%S"))
     assert ended - stamp < 20, ended - stamp
+
+
+# ---- refusals, before any work ----
+
+@pytest.mark.parametrize("override, key", [("checkpoint.every_steps=0", "checkpoint.every_steps"),
+                                           ("checkpoint.every_minutes=-1", "checkpoint.every_minutes"),
+                                           ("checkpoint.keep_last=-2", "checkpoint.keep_last"),
+                                           ("distributed.timeout_min=0", "distributed.timeout_min"),
+                                           ("dataset.bad_images=ignore", "dataset.bad_images")])
+def test_bad_reliability_settings_are_refused_naming_the_key(override, key):
+    from resnext.config import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        check_config(compose_config([override]))
+
+
+def test_evaluate_with_resume_auto_and_nothing_to_resume_is_refused(tmp_path):
+    from resnext.config import ConfigError
+
+    cfg = compose_config(["evaluate=true", "resume=auto"])
+    with pytest.raises(ConfigError, match="evaluate=true with resume=auto.*checkpoint.pth.tar does not exist"):
+        checkpoint.check_auto_resume(cfg, tmp_path)
+    checkpoint.save_checkpoint({"epoch": 1}, tmp_path, False)
+    checkpoint.check_auto_resume(cfg, tmp_path)  # now there is one
+
+
+def test_every_minutes_saves_on_rank_0_when_the_time_is_up(monkeypatch):
+    from types import SimpleNamespace
+
+    from resnext import preempt
+
+    now = {"t": 1000.0}
+    monkeypatch.setattr(preempt.time, "monotonic", lambda: now["t"])
+    saved = []
+    cadence = SimpleNamespace(every_steps=None, every_minutes=0.5)
+    guard = preempt.StepGuard(cadence, True, False, lambda epoch, step: saved.append((epoch, step)), lambda: None)
+    hook = guard.for_epoch(3)
+    hook(1, 10)
+    now["t"] += 29
+    hook(2, 10)
+    now["t"] += 2  # 31 s since the last checkpoint
+    hook(3, 10)
+    now["t"] += 60
+    hook(10, 10)  # the epoch's last step: the epoch checkpoint follows anyway
+    assert saved == [(3, 3)]
+    other_rank = preempt.StepGuard(cadence, False, False, lambda *a: saved.append(a), lambda: None)
+    now["t"] += 60
+    other_rank.for_epoch(3)(4, 10)
+    assert saved == [(3, 3)]  # only rank 0 writes
