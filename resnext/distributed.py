@@ -140,10 +140,9 @@ def launcher_run_dir(mode: str, default: str, resume: Optional[str] = None) -> s
     inside a SLURM job the directory is named after the job id in every mode, because a requeued job
     keeps its id and must find its checkpoint again (a timestamp would start it over).
     """
-    if mode != "env":
-        slurm_job = os.environ.get("SLURM_JOB_ID")
-        return f"slurm-{slurm_job}" if resume == "auto" and slurm_job else default
     slurm_job = os.environ.get("SLURM_JOB_ID")
+    if mode != "env":
+        return f"slurm-{slurm_job}" if resume == "auto" and slurm_job else default
     if slurm_job and "SLURM_PROCID" in os.environ and "RANK" not in os.environ:
         step = os.environ.get("SLURM_STEP_ID")
         return f"slurm-{slurm_job}" + (f".{step}" if step else "")

@@ -264,3 +264,14 @@ def test_every_minutes_saves_on_rank_0_when_the_time_is_up(monkeypatch):
     now["t"] += 60
     other_rank.for_epoch(3)(4, 10)
     assert saved == [(3, 3)]  # only rank 0 writes
+
+
+def test_resume_auto_inside_a_slurm_job_keeps_the_run_dir_across_requeues(monkeypatch):
+    from resnext import distributed
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert distributed.launcher_run_dir("spawn", "2026/12-00", "auto") == "2026/12-00"
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    assert distributed.launcher_run_dir("spawn", "2026/12-00", "auto") == "slurm-4242"
+    assert distributed.launcher_run_dir("none", "2026/12-00", "auto") == "slurm-4242"
+    assert distributed.launcher_run_dir("none", "2026/12-00", None) == "2026/12-00"  # no resume: a new dir
