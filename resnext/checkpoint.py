@@ -77,6 +77,13 @@ def resolve_resume(resume: Any, run_dir: Path) -> Any:
     return str(last) if last.is_file() else None
 
 
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Checkpoint temp files a killed run left behind (a kill -9 mid-write cannot clean up): full-size copies."""
+    for pattern in (LAST + "*.tmp", BEST + ".tmp", "checkpoint_epoch*.tmp"):
+        for stale in Path(run_dir).glob(pattern):
+            stale.unlink(missing_ok=True)
+
+
 def check_auto_resume(cfg: Any, run_dir: Path) -> None:
     """evaluate=true with resume=auto and nothing to resume would validate random weights: refuse it."""
     if cfg.resume == AUTO and cfg.evaluate and not cfg.model.weights and resolve_resume(AUTO, run_dir) is None:

@@ -106,6 +106,8 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
     # -1 until the first validation, so the first validated epoch always writes model_best.
     start_epoch, start_step, best_acc1 = 0, 0, -1.0
     resume = checkpoint.resolve_resume(cfg.resume, ctx.run_dir)  # resume=auto: this run dir's, if any
+    if resume and ctx.is_main:
+        checkpoint.remove_stale_temp_files(ctx.run_dir)
     if resume:
         state = checkpoint.load_checkpoint(resume)
         model.load_state_dict(state["state_dict"])

@@ -111,10 +111,12 @@ def test_kill_9_at_random_moments_then_resume_auto_ends_with_the_same_weights(tm
     run_dir = tmp_path / "run"
     args = [*overrides, "resume=auto", f"hydra.run.dir={run_dir}"]
     rng = random.Random(0)
-    # A checkpoint is being written over an earlier one right now.
-    overwriting = lambda: (run_dir / checkpoint.LAST).exists() and any(run_dir.glob("*.tmp"))  # noqa: E731
     for moment in ("during a checkpoint write", "between steps", "during a checkpoint write"):
-        offset = log_size(run_dir)
+        offset, stale = log_size(run_dir), set(run_dir.glob("*.tmp"))  # a kill -9 mid-write leaves its temp file
+
+        def overwriting(stale=stale) -> bool:  # a checkpoint is being written over an earlier one right now
+            return (run_dir / checkpoint.LAST).exists() and bool(set(run_dir.glob("*.tmp")) - stale)
+
         proc = start_cli(args, tmp_path)
         if moment == "between steps":
             wait_for(logged(run_dir, "Epoch: [", after=offset), proc)
@@ -130,6 +132,7 @@ def test_kill_9_at_random_moments_then_resume_auto_ends_with_the_same_weights(tm
     assert proc.returncode == 0, out
     assert out.count("resumed from") == 1
     assert_same_weights(final_weights(tmp_path / "whole"), final_weights(run_dir))
+    assert not list(run_dir.glob("*.tmp")), "the resumed run removes the temp files the kills left"
 
 
 # ---- a full disk ----
