@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import distributed, preempt
 from .amp import amp_problem, describe_amp
 from .config import Config, ConfigError
+from .data.robust import BadImageError, bad_image_message
 from .devices import ALLOWED_BACKENDS, BACKENDS, Device, hardware_problem, local_devices, resolve_type
 from .metrics import setup_process_logging
 from .optim import effective_lr
@@ -217,6 +218,8 @@ def _spawn(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Work
         first = _first_failure(reports)
         if first is None:  # killed without a Python traceback (OOM killer, signal)
             raise
+        if f"{BadImageError.__name__}: " in first:  # the data, not the code: one line (train.main prints it)
+            raise BadImageError(bad_image_message(first)) from err
         raise RankFailed(first) from err
     except BaseException:  # anything else in this process: make sure every rank ends
         _stop(context.processes)

@@ -41,6 +41,18 @@ def test_a_truncated_jpeg_stops_the_run_naming_the_file_and_the_option(tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_bad_image_in_a_spawned_rank_comes_back_as_one_clean_error(tmp_path):
+    root = write_image_tree(tmp_path / "data", per_class=4)
+    truncated, _ = damage(root)
+    cfg = compose_config(folder_overrides(root, "dataset.workers=0", "device=cpu", "distributed=spawn",
+                                          "device.nprocs=2"))
+    with pytest.raises(BadImageError) as err:
+        train_in_process(cfg, tmp_path / "run")
+    assert str(err.value).startswith(f"cannot decode {truncated}") and "Traceback" not in str(err.value)
+
+
+@pytest.mark.slow
 def test_the_cli_reports_a_bad_image_in_one_line_without_a_traceback(tmp_path):
     root = write_image_tree(tmp_path / "data", per_class=4)
     truncated, _ = damage(root)

@@ -38,9 +38,10 @@ class BadImageError(ConfigError):
     """An image that cannot be decoded, with dataset.bad_images=error (the default)."""
 
 
-def bad_image_message(err: BadImageError) -> str:
-    """The message without the "Caught ... in DataLoader worker" traceback a worker's exception carries."""
-    return str(err).rsplit(f"{type(err).__name__}: ", 1)[-1].strip()
+def bad_image_message(err: Any) -> str:
+    """The message without the traceback around it: a DataLoader worker's exception carries one ("Caught
+    BadImageError in DataLoader worker ..."), and so does a spawned rank's failure report."""
+    return str(err).rsplit(f"{BadImageError.__name__}: ", 1)[-1].strip().splitlines()[0]
 
 
 def sample_path(dataset: Dataset, index: int) -> Optional[str]:
