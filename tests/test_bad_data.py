@@ -123,3 +123,17 @@ def test_the_resumable_sampler_starts_inside_the_epoch_order():
     order = list(full)
     full.skip = 6
     assert list(full) == order[6:] and len(full) == len(order) - 6
+
+
+def test_a_transform_bug_on_a_good_image_is_not_called_a_bad_image(tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    def broken_transform(image):
+        raise RuntimeError("a bug in a transform")
+
+    root = write_image_tree(tmp_path / "data", per_class=1)
+    samples = GuardedSamples(ImageFolder(str(root / "train"), transform=broken_transform), split="train", seed=0,
+                             rank=0, bad_images="skip", skip_log=tmp_path / "skips.tsv", seeded=True)
+    with pytest.raises(RuntimeError, match="a bug in a transform"):
+        samples[0]
+    assert not (tmp_path / "skips.tsv").exists()

@@ -25,6 +25,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
+from torchvision.datasets.folder import default_loader
 
 from ..config import ConfigError
 
@@ -58,6 +59,14 @@ def sample_seed(seed: int, epoch: int, rank: int, index: int) -> int:
                .astype(np.uint64).dot([1 << 31, 1]))
 
 
+def _decodes(path: str) -> bool:
+    try:
+        default_loader(path)  # what ImageFolder reads with: open + convert("RGB"), a full decode
+    except Exception:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, DecompressionBombError
+        return False
+    return True
+
+
 class GuardedSamples(Dataset):
     """`dataset` with seeded per-sample randomness (when `seeded`) and the bad_images policy."""
 
@@ -82,8 +91,8 @@ class GuardedSamples(Dataset):
                 return self._read(current)
             except Exception as err:  # noqa: BLE001 - decoders raise OSError, ValueError, SyntaxError ...
                 path = sample_path(self.dataset, current)
-                if path is None:
-                    raise  # not a file: a real bug, keep its traceback
+                if path is None or _decodes(path):
+                    raise  # not the file's fault (in-memory data, a transform bug): keep its traceback
                 if self.bad_images != "skip":
                     raise BadImageError(
                         f"cannot decode {path} ({type(err).__name__}: {err}); set dataset.bad_images=skip to "
