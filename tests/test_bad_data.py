@@ -63,6 +63,7 @@ def test_the_cli_reports_a_bad_image_in_one_line_without_a_traceback(tmp_path):
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_skip_replaces_bad_images_logs_each_once_and_counts_them_per_epoch(tmp_path, caplog):
     root = write_image_tree(tmp_path / "data", per_class=4)
     truncated, garbage = damage(root)

@@ -159,6 +159,7 @@ def test_a_full_disk_during_a_write_keeps_the_previous_checkpoint_and_says_so(tm
 
 # ---- resume=auto, keep_last, mid-epoch checkpoints in one process ----
 
+@pytest.mark.slow
 def test_resume_auto_starts_fresh_then_continues_and_keep_last_keeps_n_copies(tmp_path):
     overrides = ["dataset.train_size=16", "max_steps_per_epoch=1", "checkpoint.keep_last=2", "resume=auto"]
     assert checkpoint.resolve_resume("auto", tmp_path) is None
@@ -170,6 +171,7 @@ def test_resume_auto_starts_fresh_then_continues_and_keep_last_keeps_n_copies(tm
         "checkpoint_epoch0001.pth.tar", "checkpoint_epoch0002.pth.tar"]
 
 
+@pytest.mark.slow
 def test_every_steps_writes_mid_epoch_checkpoints(tmp_path, monkeypatch):
     saved = []
     real_save = checkpoint.save_checkpoint
