@@ -44,7 +44,7 @@ from .data.dali import DALI_DATASETS, PIP_LINE, import_dali
 from .data.jpeg_tree import make_jpeg_tree
 from .devices import Device
 from .engine import LoopSettings, train_one_epoch
-from .launch import RankContext
+from .devices import RankContext
 from .models import build_model
 from .optim import build_optimizer, build_scheduler, effective_lr
 from .speed import apply_tf32, use_channels_last

@@ -5,9 +5,11 @@ with one line naming it: never torch's own message, which suggests weights_only=
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -31,11 +33,31 @@ class CheckpointError(ConfigError):
     """A checkpoint or weights file that cannot be used; the message names the file and the fix."""
 
 
-def _umask_mode() -> int:
-    # os.umask can only be read by setting it: set it back at once (single-threaded at this point).
+def _read_umask() -> int:
+    # os.umask can only be read by setting it: set it back at once. Read once, at import, before any thread
+    # (watchdog, loggers) exists that could create a file in between.
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _umask_mode() -> int:
+    return 0o666 & ~_UMASK
+
+
+EPOCH_COPY = "checkpoint_epoch{epoch:04d}.pth.tar"  # checkpoint.keep_last copies
+AUTO = "auto"  # resume=auto
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, quota, I/O error); the previous one is untouched."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, quota, I/O error); the previous one is untouched."""
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -49,6 +71,13 @@ def save_atomic(obj: Any, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        full = " (the disk is full: free space or point the run directory elsewhere)" if err.errno in (
+            errno.ENOSPC, errno.EDQUOT) else ""
+        kept = f"the previous {path} is intact" if path.exists() else f"no previous {path.name} existed"
+        raise CheckpointWriteError(err.errno, f"could not write {path}: {err.strerror or err}{full}; {kept}, "
+                                   "resume from it") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -97,6 +126,41 @@ def load_checkpoint(path: str | Path, key: str = "resume", mmap: bool = False) -
     if not isinstance(state, dict):
         raise CheckpointError(f"{key}={path}: holds a {type(state).__name__}, not a checkpoint or state dict")
     return state
+def keep_epoch_copy(run_dir: Path, epoch: int, keep_last: int) -> None:
+    """checkpoint.keep_last=N: a copy of checkpoint.pth.tar per finished epoch, the newest N kept."""
+    if keep_last <= 0:
+        return
+    run_dir = Path(run_dir)
+    target = run_dir / EPOCH_COPY.format(epoch=epoch)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.copyfile(run_dir / LAST, tmp)
+    os.replace(tmp, target)
+    copies = sorted(run_dir.glob(EPOCH_COPY.replace("{epoch:04d}", "[0-9]*")))
+    for old in copies[:-keep_last]:
+        old.unlink(missing_ok=True)
+
+
+def resolve_resume(resume: Any, run_dir: Path) -> Any:
+    """resume=auto: the run directory's checkpoint.pth.tar if there is one, else None (a fresh start)."""
+    if resume != AUTO:
+        return resume
+    last = Path(run_dir) / LAST
+    return str(last) if last.is_file() else None
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Checkpoint temp files a killed run left behind (a kill -9 mid-write cannot clean up): full-size copies."""
+    for pattern in (LAST + "*.tmp", BEST + ".tmp", "checkpoint_epoch*.tmp"):
+        for stale in Path(run_dir).glob(pattern):
+            stale.unlink(missing_ok=True)
+
+
+def check_auto_resume(cfg: Any, run_dir: Path) -> None:
+    """evaluate=true with resume=auto and nothing to resume would validate random weights: refuse it."""
+    if cfg.resume == AUTO and cfg.evaluate and not cfg.model.weights and resolve_resume(AUTO, run_dir) is None:
+        raise ConfigError(f"evaluate=true with resume=auto: {Path(run_dir) / LAST} does not exist; set "
+                          "hydra.run.dir to the run to evaluate, or resume=<checkpoint path>")
+
 
 
 def capture_rng_state(device_rng: Any = None) -> Dict[str, Any]:

@@ -82,6 +82,9 @@ class DatasetConfig:
     # Input pipeline (issue #9): auto uses NVIDIA DALI for imagenet/folder when it imports, else torch.
     loader: str = "auto"  # auto | torch | dali
     dali_threads: Optional[int] = None  # DALI CPU threads per rank; None: the cores per local rank
+    # An image that cannot be decoded: error (stop, naming the file) | skip (replace the sample, log the
+    # path once, count it per epoch in metrics.jsonl). Issue #10.
+    bad_images: str = "error"
 
 
 @dataclass
@@ -90,13 +93,6 @@ class SyntheticDatasetConfig(DatasetConfig):
 
     train_size: int = 5000
     val_size: int = 1000
-
-
-@dataclass
-class CheckpointConfig:
-    # What the run directory keeps: all (checkpoint.pth.tar every epoch + model_best.pth.tar, weights only),
-    # last (checkpoint.pth.tar only), best (model_best.pth.tar only), none (nothing: no resume possible).
-    save: str = "all"
 
 
 @dataclass
@@ -132,7 +128,27 @@ class DistributedConfig:
     mode: str = "none"
     backend: Optional[str] = None  # None: gloo (cpu), nccl (cuda), hccl (npu)
     sync_bn: bool = False
-    timeout_min: int = 30
+    # Bounds every collective and the hang watchdog (resnext/watchdog.py); a float so tests can use seconds.
+    timeout_min: float = 30
+
+
+@dataclass
+class CheckpointConfig:
+    # What the run directory keeps: all (checkpoint.pth.tar every epoch + model_best.pth.tar, weights only),
+    # last (checkpoint.pth.tar only), best (model_best.pth.tar only), none (nothing: no resume possible).
+    save: str = "all"
+    # Mid-epoch checkpoints (off by default; the epoch checkpoint is written as `save` says) and the
+    # number of per-epoch copies kept next to checkpoint.pth.tar. All three need save=all or last.
+    every_steps: Optional[int] = None
+    every_minutes: Optional[float] = None
+    keep_last: int = 0
+
+
+@dataclass
+class SweepConfig:
+    # Issue #10: re-running a multirun with the same hydra.sweep.dir skips completed jobs, resumes
+    # interrupted ones from their checkpoints and reruns failed ones (resnext/sweep_resume.py).
+    resume: bool = False
 
 
 @dataclass
@@ -233,16 +249,19 @@ class Config:
     optim: OptimConfig = MISSING
     schedule: ScheduleConfig = MISSING
     launch: LaunchConfig = field(default_factory=LaunchConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # what each run keeps on disk
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # what each run keeps on disk, and when
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # conf/logger: where metrics go besides metrics.jsonl
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     epochs: int = 90
     loss: str = "ce"  # ce: cross-entropy | bce: binary cross-entropy on (soft) targets, as ResNet Strikes Back
     seed: Optional[int] = 0
     deterministic: bool = False
     print_freq: int = 10
-    resume: Optional[str] = None  # path to a checkpoint.pth.tar to continue from
+    # Path to a checkpoint.pth.tar to continue from, or "auto": the run directory's checkpoint.pth.tar
+    # when there is one, else a fresh start (the same command can be requeued).
+    resume: Optional[str] = None
     evaluate: bool = False  # validate only (model.weights or resume), then exit
     # Stop each epoch after this many training steps (performance runs; None: the whole epoch).
     max_steps_per_epoch: Optional[int] = None
@@ -287,6 +306,7 @@ _CHOICES = {
     "schedule.name": ("step", "cosine"),
     "checkpoint.save": ("all", "last", "best", "none"),
     "dataset.loader": ("auto", "torch", "dali"),
+    "dataset.bad_images": ("error", "skip"),
 }
 
 
@@ -313,6 +333,7 @@ def check_config(cfg: Any) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key}={value} must be at least 1")
+    _check_reliability(cfg)
     if cfg.dataset.workers < 0:
         raise ConfigError(f"dataset.workers={cfg.dataset.workers} must be 0 or more")
     if cfg.optim.lr <= 0:
@@ -326,3 +347,21 @@ def check_config(cfg: Any) -> None:
             raise ConfigError(f"amp.loss_scale={scale!r} must be 'dynamic' or a positive number such as 1024")
     if cfg.amp.mode == "apex" and cfg.amp.opt_level not in ("O1", "O2"):
         raise ConfigError(f"amp.opt_level={cfg.amp.opt_level!r}: apex needs O1 or O2 (amp=apex_o1 or amp=apex_o2)")
+
+
+def _check_reliability(cfg: Any) -> None:
+    """Issue #10's keys: checkpoint cadence, keep_last and the hang timeout."""
+    ckpt = cfg.checkpoint
+    if ckpt.every_steps is not None and ckpt.every_steps < 1:
+        raise ConfigError(f"checkpoint.every_steps={ckpt.every_steps} must be at least 1, or null for off")
+    if ckpt.every_minutes is not None and ckpt.every_minutes <= 0:
+        raise ConfigError(f"checkpoint.every_minutes={ckpt.every_minutes} must be positive, or null for off")
+    if ckpt.keep_last < 0:
+        raise ConfigError(f"checkpoint.keep_last={ckpt.keep_last} must be 0 (keep none) or more")
+    wants_last = [f"checkpoint.{key}={ckpt[key]}" for key in ("every_steps", "every_minutes") if ckpt[key]]
+    wants_last += [f"checkpoint.keep_last={ckpt.keep_last}"] if ckpt.keep_last else []
+    if wants_last and ckpt.save not in ("all", "last"):
+        raise ConfigError(f"{wants_last[0]} writes or copies checkpoint.pth.tar, which checkpoint.save={ckpt.save} "
+                          "does not keep: set checkpoint.save=last (or all)")
+    if cfg.distributed.timeout_min <= 0:
+        raise ConfigError(f"distributed.timeout_min={cfg.distributed.timeout_min} must be positive")

@@ -96,11 +96,16 @@ def free_port(addr: str) -> int:
         return sock.getsockname()[1]
 
 
-def init_process_group(backend: str, init_method: str, rank: int, world_size: int, timeout_min: int) -> None:
+# The process group's own timeout never goes below this: ranks that start slowly (imports on a busy node)
+# must still meet at the rendezvous. Shorter limits are the hang watchdog's job (resnext/watchdog.py).
+MIN_GROUP_TIMEOUT_MIN = 1.0
+
+
+def init_process_group(backend: str, init_method: str, rank: int, world_size: int, timeout_min: float) -> None:
     # The timeout bounds every collective as well as the rendezvous: a rank that waits for a dead peer
     # fails after it instead of hanging (the launcher usually ends it much sooner).
     dist.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=world_size,
-                            timeout=timedelta(minutes=timeout_min))
+                            timeout=timedelta(minutes=max(timeout_min, MIN_GROUP_TIMEOUT_MIN)))
 
 
 def destroy_process_group() -> None:
@@ -127,15 +132,17 @@ def agree_run_dir(run_dir: Path, rank: int) -> Path:
     return agreed
 
 
-def launcher_run_dir(mode: str, default: str) -> str:
+def launcher_run_dir(mode: str, default: str, resume: Optional[str] = None) -> str:
     """hydra.run.dir for a job: one directory per launcher job id under distributed=env, else `default`.
 
     Under torchrun/srun every rank composes its own config, and the timestamp in `default` can differ
-    between ranks (and nodes); the job id that the launcher gives every rank cannot.
+    between ranks (and nodes); the job id that the launcher gives every rank cannot. With resume=auto
+    inside a SLURM job the directory is named after the job id in every mode, because a requeued job
+    keeps its id and must find its checkpoint again (a timestamp would start it over).
     """
-    if mode != "env":
-        return default
     slurm_job = os.environ.get("SLURM_JOB_ID")
+    if mode != "env":
+        return f"slurm-{slurm_job}" if resume == "auto" and slurm_job else default
     if slurm_job and "SLURM_PROCID" in os.environ and "RANK" not in os.environ:
         step = os.environ.get("SLURM_STEP_ID")
         return f"slurm-{slurm_job}" + (f".{step}" if step else "")

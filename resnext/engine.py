@@ -78,15 +78,21 @@ class _Totals:
 
 def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any, amp: MixedPrecision, ctx: RankContext, epoch: int,
-                    settings: LoopSettings, after_step: Optional[Callable[[int, int], None]] = None
-                    ) -> Dict[str, float]:
-    """One epoch; `after_step(epoch, step)` runs after each optimizer step (the EMA update, resnext/ema.py)."""
+                    settings: LoopSettings, first_step: int = 0,
+                    after_step: Optional[Callable[[int, int], None]] = None) -> Dict[str, float]:
+    """One epoch from batch `first_step` (a mid-epoch resume; the loader then starts there too).
+
+    after_step(steps done, steps in the epoch) runs after each optimizer step: the EMA update (resnext/ema.py),
+    preemption and mid-epoch checkpoints (resnext/preempt.py); it may raise.
+    """
     model.train()
-    steps = len(loader) if settings.max_steps is None else min(len(loader), settings.max_steps)
+    available = first_step + len(loader)
+    steps = available if settings.max_steps is None else min(available, settings.max_steps)
     throughput = Throughput(settings.fps_warmup_steps)
     totals = _Totals(ctx)
     show_bar = settings.progress_bar and ctx.is_main
-    for step, (images, target) in enumerate(_progress(loader, steps, show_bar, f"epoch {epoch}")):
+    batches = _progress(loader, steps - first_step, show_bar, f"epoch {epoch}")
+    for step, (images, target) in enumerate(batches, first_step):
         if step >= steps:
             break
         images, target = _to_device(images, target, ctx, settings.channels_last)
@@ -98,7 +104,7 @@ def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimiz
         lr = optimizer.param_groups[0]["lr"]  # this step's, before the schedule moves on
         scheduler.step()
         if after_step is not None:
-            after_step(epoch, step)
+            after_step(step + 1, steps)
 
         totals.add(loss, output, target)
         # Throughput counts the global batch: every rank runs the same number of steps.

@@ -8,6 +8,7 @@ ranks; each gets the resolved config (never Hydra again), its device and the one
 from __future__ import annotations
 
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ import torch
 import torch.multiprocessing as mp
 from omegaconf import DictConfig, OmegaConf
 
-from . import distributed
+from . import distributed, preempt
 from .amp import amp_problem, describe_amp
 from .config import Config, ConfigError
+from .data.robust import BadImageError, bad_image_message
 from .devices import (ALLOWED_BACKENDS, BACKENDS, Device, RankContext, hardware_problem, layout_problem, local_devices,
                       resolve_type)
 from .metrics import setup_process_logging
@@ -163,8 +165,18 @@ def run(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Worker)
     return _join(cfg, launch_plan, run_dir, worker)
 
 
+# The checkpoint is written before the ranks' barrier, so the others need only to leave: a short grace.
+PREEMPT_GRACE_S = 1.0
+
+
 class RankFailed(RuntimeError):
     """A spawned rank raised: the message carries the traceback of the rank that failed first."""
+
+
+class HangDetected(RankFailed):
+    """A rank's hang watchdog ended the job (resnext/watchdog.py); the exit code says so to a job script."""
+
+    exit_code = preempt.EXIT_HANG
 
 
 def _spawn(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Worker) -> float:
@@ -174,18 +186,31 @@ def _spawn(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Work
     # so no rank is left waiting in a collective for a peer that is gone.
     context = mp.start_processes(_spawned_rank, args=(container, launch_plan, str(run_dir), worker, reports),
                                  nprocs=len(launch_plan.devices), join=False, start_method="spawn")
+    restore_signals = preempt.forward_signals(context.processes)  # the ranks checkpoint, then exit
     try:
-        while not context.join():
+        # The grace period lets the other ranks of a preempted job leave by themselves after the barrier.
+        while not context.join(grace_period=PREEMPT_GRACE_S):
             pass
     except (mp.ProcessRaisedException, mp.ProcessExitedException) as err:
         _stop(context.processes)
+        codes = [process.exitcode for process in context.processes]
+        if preempt.EXIT_PREEMPTED in codes:
+            raise preempt.Preempted(f"rank {codes.index(preempt.EXIT_PREEMPTED)} stopped after a checkpoint; run "
+                                    "the same command with resume=auto to continue") from err
+        if preempt.EXIT_HANG in codes:  # the peers' "connection closed" tracebacks that follow are noise
+            raise HangDetected(f"the hang watchdog ended the job (exit {preempt.EXIT_HANG}): see its message "
+                               "above, which names the rank that stopped making progress") from err
         first = _first_failure(reports)
         if first is None:  # killed without a Python traceback (OOM killer, signal)
             raise
+        if f"{BadImageError.__name__}: " in first:  # the data, not the code: one line (train.main prints it)
+            raise BadImageError(bad_image_message(first)) from err
         raise RankFailed(first) from err
-    except BaseException:  # Ctrl-C in this process (the ranks get SIGINT too): make sure every rank ends
+    except BaseException:  # anything else in this process: make sure every rank ends
         _stop(context.processes)
         raise
+    finally:
+        restore_signals()
     results = [value for kind, _, _, value in _drain(reports) if kind == "result"]
     if not results:
         raise RuntimeError("rank 0 finished without reporting its result")
@@ -229,6 +254,8 @@ def _spawned_rank(local_rank: int, container: Dict[str, Any], launch_plan: Launc
         cfg = OmegaConf.merge(OmegaConf.structured(Config), container)
         url = f"tcp://{launch_plan.addr}:{launch_plan.port}"
         result = _run_rank(cfg, launch_plan, rank, local_rank, Path(run_dir), worker, url)
+    except preempt.Preempted:
+        sys.exit(preempt.EXIT_PREEMPTED)  # not an error: the parent sees the code and stops the job cleanly
     except BaseException:
         reports.put(("error", rank, time.time(), traceback.format_exc()))
         raise

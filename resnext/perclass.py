@@ -13,7 +13,7 @@ from typing import List, Sequence
 import torch
 import torch.distributed as dist
 
-from .launch import RankContext
+from .devices import RankContext
 
 log = logging.getLogger("resnext")
 

@@ -17,10 +17,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import launch, resume
+from . import checkpoint, launch, resume, sweep_resume
 from .config import ConfigError, check_config, register_configs
 from .data import check_dataset, resolve_loader
+from .data.robust import BadImageError, bad_image_message
 from .loggers import check_loggers
+from .preempt import Preempted
 from .pretrained import ensure_cached, is_torchvision
 from .recipe_checks import check_recipe
 from .suggest import suggest_on_error
@@ -70,6 +72,15 @@ def _run(cfg: DictConfig, plan: launch.LaunchPlan, run_dir: Path) -> float:
     """Launch; a failure is written to train.log (with its traceback) and to result.json as status failed."""
     try:
         return launch.run(cfg, plan, run_dir, fit)
+    except (Preempted, launch.HangDetected) as stop:  # documented exit codes: a job script can requeue
+        log.warning("%s", stop)
+        sys.exit(stop.exit_code)
+    except BadImageError as err:  # dataset.bad_images=error: the file and the option, not a worker traceback
+        record_outcome(run_dir, err)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        log.error("%s", bad_image_message(err))
+        sys.exit(2)
     except Exception as err:
         if isinstance(err, ConfigError):  # found once the data was loaded, e.g. a folder's class count
             log.error("%s", err)
@@ -88,6 +99,10 @@ def main(cfg: DictConfig) -> float:
         check_config(cfg)
         check_loggers(cfg)
         check_recipe(cfg)
+        done = sweep_resume.prepare_job(cfg, run_dir)  # sweep.resume=true: skip, resume or rerun this job
+        if done is not None:
+            return done
+        checkpoint.check_auto_resume(cfg, run_dir)
         dataset_problem = _check_dataset(cfg)
         if is_torchvision(cfg.model.weights) and not cfg.launch.dry_run:
             ensure_cached(cfg.model.arch, cfg.model.weights)  # once, before the ranks: offline is refused here

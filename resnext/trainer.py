@@ -5,6 +5,7 @@ It returns the best validation Acc@1, which `train.main` hands back to Hydra's s
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,9 +20,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from . import checkpoint, ema as ema_room, resume
+from . import checkpoint, ema as ema_room, preempt, resume
 from .amp import MixedPrecision
 from .data import build_loaders
+from .data.robust import SkipReport
 from .devices import RankContext
 from .losses import build_criterion
 from .engine import LoopSettings, evaluate, train_one_epoch
@@ -33,6 +35,7 @@ from .optim import build_optimizer, build_scheduler, effective_lr
 from .perclass import ConfusionMeter, write_class_report
 from .pretrained import output_class_names
 from .speed import apply_tf32, use_channels_last
+from .watchdog import Watchdog
 
 log = logging.getLogger("resnext")
 
@@ -68,12 +71,13 @@ def _wrap_ddp(model: nn.Module, ctx: RankContext) -> nn.Module:
 
 def _checkpoint_state(cfg: DictConfig, model: nn.Module, optimizer, scheduler, amp: MixedPrecision,
                       epoch: int, best_acc1: float, ctx: RankContext, num_classes: int,
-                      steps_per_epoch: int, class_names, extra: Dict[str, Any]) -> Dict[str, Any]:
+                      steps_per_epoch: int, class_names, extra: Dict[str, Any], step: int = 0) -> Dict[str, Any]:
     return {
         **extra,  # the EMA and whose Acc@1 is the result (resnext/ema.py)
         "class_names": list(class_names),
         CARD_KEY: model_card(cfg, class_names),  # what export/predict need: arch, classes, eval preprocessing
         "epoch": epoch,  # the next epoch to run
+        "step": step,  # the next step of that epoch: 0 at an epoch boundary (mid-epoch: resnext/preempt.py)
         "arch": cfg.model.arch,
         "num_classes": num_classes,
         "schedule": resume.schedule_length(cfg, steps_per_epoch),  # a resume with other epochs rebuilds it
@@ -96,7 +100,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
 
     loaders = build_loaders(cfg.dataset, seed=seed, rank=ctx.rank, world_size=ctx.world_size,
                             device_type=ctx.device.type,
-                            channels_last=use_channels_last(cfg.model, ctx.device.type))
+                            channels_last=use_channels_last(cfg.model, ctx.device.type), run_dir=ctx.run_dir)
     model = _prepare_model(cfg, build_model(cfg.model, loaders.num_classes), ctx)
     lr = effective_lr(cfg.optim, cfg.dataset.batch_size)
     optimizer = build_optimizer(cfg.optim, model, ctx.device, lr)
@@ -119,16 +123,21 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
                  f" (optim.lr {cfg.optim.lr} scaled {cfg.optim.lr_scaling})" if lr != cfg.optim.lr else "")
 
     # -1 until the first validation, so the first validated epoch always writes model_best.
-    start_epoch, best_acc1 = 0, -1.0
-    if cfg.resume:
-        state = checkpoint.load_checkpoint(cfg.resume)
-        start_epoch, best_acc1, scheduler = resume.restore(state, cfg.resume, cfg, model, optimizer, scheduler, amp,
+    start_epoch, start_step, best_acc1 = 0, 0, -1.0
+    resume_path = checkpoint.resolve_resume(cfg.resume, ctx.run_dir)  # resume=auto: this run dir's, if any
+    if resume_path and ctx.is_main:
+        checkpoint.remove_stale_temp_files(ctx.run_dir)
+    if resume_path:
+        state = checkpoint.load_checkpoint(resume_path)
+        start_epoch, best_acc1, scheduler = resume.restore(state, resume_path, cfg, model, optimizer, scheduler, amp,
                                                            loaders.num_classes, steps_per_epoch, make_scheduler)
+        start_step = state.get("step", 0)
         ema_room.restore(ema, state, ctx.is_main)
         if "rng" in state:
             ctx.device.set_rng_state(state["rng"]["device"])
         if ctx.is_main:
-            log.info("resumed from %s at epoch %d (best Acc@1 %.3f)", cfg.resume, start_epoch, best_acc1)
+            log.info("resumed from %s at epoch %d step %d (best Acc@1 %.3f)", resume, start_epoch, start_step,
+                     best_acc1)
 
     train_model = _wrap_ddp(model, ctx)
     if cfg.model.compile:
@@ -151,39 +160,68 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
                                            "model.weights": cfg.model.weights, "dataset": cfg.dataset.name})
         return stats[result_key]
 
+    names = output_class_names(cfg, loaders.class_names)
+
+    def state_at(epoch: int, step: int = 0) -> Dict[str, Any]:
+        return _checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch, best_acc1, ctx, loaders.num_classes,
+                                 steps_per_epoch, names, ema_room.checkpoint_entries(ema), step)
+
+    def save_mid_epoch(epoch: int, step: int) -> None:
+        # checkpoint.pth.tar whatever checkpoint.save says: a preempted run must be able to continue (periodic
+        # saves need save=all|last anyway, check_config says so).
+        checkpoint.save_checkpoint(state_at(epoch, step), ctx.run_dir, False, "last")
+
     writer = MetricsWriter(ctx.run_dir, open_sinks(cfg, ctx.run_dir)) if ctx.is_main else None
     settings.on_step = writer.write_step if writer is not None else None
-    names = output_class_names(cfg, loaders.class_names)
+    skips = SkipReport(ctx.run_dir) if ctx.is_main else None
     record: Dict[str, Any] = {}
     fps_per_epoch: List[float] = []
-    for epoch in range(start_epoch, cfg.epochs):
-        epoch_start = time.time()
-        loaders.train_sampler.set_epoch(epoch)
-        lr_now = optimizer.param_groups[0]["lr"]
-        train_stats = train_one_epoch(train_model, loaders.train, criterion, optimizer, scheduler, amp, ctx,
-                                      epoch, settings, after_step=ema.after_step if ema else None)
-        val_stats = evaluate(model, loaders.val, criterion, amp, ctx, settings) if cfg.validate else {}
-        if ema is not None and cfg.validate:
-            val_stats.update(ema.validate(loaders.val, criterion, amp, ctx, settings))
-        is_best = cfg.validate and val_stats[result_key] > best_acc1
-        if is_best:
-            best_acc1 = val_stats[result_key]
-        if ctx.is_main:
-            # lr: the first step's; lr_last (from train_stats): the last step's.
-            record = {"epoch": epoch, "lr": lr_now, **train_stats, **val_stats,
-                      "best_acc1": max(best_acc1, 0.0), "seconds": time.time() - epoch_start}
-            writer.write(record)
-            fps_per_epoch.append(train_stats["fps"])
-            checkpoint.save_checkpoint(
-                _checkpoint_state(cfg, model, optimizer, scheduler, amp, epoch + 1, best_acc1, ctx,
-                                  loaders.num_classes, steps_per_epoch, names, ema_room.checkpoint_entries(ema)),
-                ctx.run_dir, is_best, cfg.checkpoint.save)
+    watchdog = Watchdog(ctx.rank, ctx.world_size, cfg.distributed.timeout_min)
+    guard = preempt.StepGuard(cfg.checkpoint, ctx.is_main, ctx.distributed, save_mid_epoch, watchdog.beat)
+    with watchdog if ctx.distributed else contextlib.nullcontext(), guard:
+        for epoch in range(start_epoch, cfg.epochs):
+            epoch_start = time.time()
+            first_step = start_step if epoch == start_epoch else 0
+            loaders.set_epoch(epoch, first_step)
+            lr_now = optimizer.param_groups[0]["lr"]
+            train_stats = train_one_epoch(train_model, guard.watch(loaders.train), criterion, optimizer, scheduler,
+                                          amp, ctx, epoch, settings, first_step,
+                                          _after_step(ema, guard.for_epoch(epoch), epoch))
+            val_stats = evaluate(model, loaders.val, criterion, amp, ctx, settings) if cfg.validate else {}
+            if ema is not None and cfg.validate:
+                val_stats.update(ema.validate(loaders.val, criterion, amp, ctx, settings))
+            is_best = cfg.validate and val_stats[result_key] > best_acc1
+            if is_best:
+                best_acc1 = val_stats[result_key]
+            if ctx.is_main:
+                # lr: the first step's; lr_last (from train_stats): the last step's.
+                record = {"epoch": epoch, "lr": lr_now, **train_stats, **val_stats,
+                          "best_acc1": max(best_acc1, 0.0), "seconds": time.time() - epoch_start,
+                          **skips.for_epoch(epoch)}
+                writer.write(record)
+                fps_per_epoch.append(train_stats["fps"])
+                checkpoint.save_checkpoint(state_at(epoch + 1), ctx.run_dir, is_best, cfg.checkpoint.save)
+                if cfg.checkpoint.save in ("all", "last"):
+                    checkpoint.keep_epoch_copy(ctx.run_dir, epoch, cfg.checkpoint.keep_last)
+            watchdog.beat()
     best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated
     if ctx.is_main:
         writer.close()
         _write_result(ctx, best_acc1, record, fps_per_epoch, time.time() - started)
         log.info("done: best Acc@1 %.3f in %.1f s", best_acc1, time.time() - started)
     return best_acc1
+
+
+def _after_step(ema, guard_hook, epoch: int):
+    """The per-step hook: the EMA update first (a preemption checkpoint must hold it), then preempt's guard."""
+    if ema is None:
+        return guard_hook
+
+    def hook(done: int, steps: int) -> None:
+        ema.after_step(epoch, done - 1)
+        guard_hook(done, steps)
+
+    return hook
 
 
 def _write_json(ctx: RankContext, name: str, content: Dict[str, Any]) -> None:

@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Sized
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sized
 
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from ..config import ConfigError
 from . import dali
 from .datasets import build_datasets
 from .mixing import build_mixing
 from .ra_sampler import RASampler
+from .robust import SKIP_LOG, GuardedSamples
+from .samplers import ResumableSampler
 
 log = logging.getLogger("resnext")
 
@@ -24,9 +28,27 @@ PREFETCH_PER_WORKER = 2
 class Loaders:
     train: DataLoader  # or a dali.DaliLoader: same interface (len, iteration)
     val: DataLoader
-    train_sampler: DistributedSampler  # anything with set_epoch(epoch)
+    train_sampler: ResumableSampler  # the training order (DALI reads its files in this order too)
     num_classes: int
     class_names: List[str] = field(default_factory=list)  # index -> name; checkpoints store them for predict
+    rank_batch: int = 1
+    train_samples: Optional[GuardedSamples] = None
+    loader_generator: Optional[Any] = None  # torch.Generator of the training DataLoader
+    seed: int = 0
+
+    def set_epoch(self, epoch: int, first_step: int = 0) -> None:
+        """Epoch `epoch`'s order, starting at batch `first_step` (a mid-epoch resume), its augmentation seeds,
+        and the workers' base seed drawn from (seed, epoch) rather than from the global torch RNG."""
+        if isinstance(self.train, dali.DaliLoader):
+            self.train.set_epoch(epoch)  # also seeds its pipelines for this epoch
+        else:
+            self.train_sampler.set_epoch(epoch)
+        self.train_sampler.skip = first_step * self.rank_batch
+        for guarded in (self.train_samples, getattr(self.val, "dataset", None)):
+            if isinstance(guarded, GuardedSamples):
+                guarded.set_epoch(epoch)
+        if self.loader_generator is not None:
+            self.loader_generator.manual_seed(self.seed * 1_000_003 + epoch)
 
 
 class ShardSampler(Sampler[int]):
@@ -51,10 +73,8 @@ def _worker_options(dcfg, device_type: str) -> Dict[str, Any]:
         "num_workers": dcfg.workers,
         # Page-locked host memory only helps copies to an accelerator.
         "pin_memory": dcfg.pin_memory and device_type != "cpu",
-        # Must stay False: workers take their seeds from the torch RNG when each epoch's iterator starts,
-        # and resume restores that RNG, so fresh workers per epoch replay the exact augmentations after a
-        # resume. Persistent workers are seeded once per run: after a resume their random streams would
-        # differ from those of the run that was interrupted.
+        # Must stay False: the per-sample seeds depend on the epoch, which workers read from their copy
+        # of the dataset when each epoch's iterator starts (data/robust.py).
         "persistent_workers": False,
     }
     if dcfg.workers > 0:  # DataLoader refuses prefetch_factor without workers
@@ -69,14 +89,15 @@ def _class_names(dataset: Dataset) -> List[str]:
     return [str(name) for name in base.classes]
 
 
-def _train_sampler(train_set: Sized, seed: int, rank: int, world_size: int) -> DistributedSampler:
+def _train_sampler(train_set: Sized, dcfg, seed: int, rank: int, world_size: int) -> ResumableSampler:
     # Always a DistributedSampler, also for one process: set_epoch(e) then gives the same order for
     # epoch e in every run, which is what makes a resumed run exact.
-    return DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
-                              drop_last=True)
+    if dcfg.get("ra_reps", 1) > 1:  # repeated augmentation: same epoch length, each index ra_reps times
+        return RASampler(train_set, world_size, rank, seed, dcfg.ra_reps)
+    return ResumableSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
 
 
-def _check_full_batch(train_size: int, sampler: DistributedSampler, rank_batch: int, dcfg, world_size: int) -> None:
+def _check_full_batch(train_size: int, sampler: ResumableSampler, rank_batch: int, dcfg, world_size: int) -> None:
     if len(sampler) < rank_batch:
         raise ConfigError(f"the training set has {train_size} samples, {len(sampler)} per rank: not one full "
                           f"batch of {rank_batch} per rank (dataset.batch_size={dcfg.batch_size} over "
@@ -87,7 +108,7 @@ def _dali_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: s
     """The same shards, order and batch arithmetic as the torch path, decoded by DALI."""
     train_set, val_set, class_names = dali.list_samples(dcfg)
     rank_batch = dcfg.batch_size // world_size
-    sampler = _train_sampler(train_set, seed, rank, world_size)
+    sampler = _train_sampler(train_set, dcfg, seed, rank, world_size)
     _check_full_batch(len(train_set), sampler, rank_batch, dcfg, world_size)
     val_batch = max((dcfg.val_batch_size or dcfg.batch_size) // world_size, 1)
     settings = dali.pipeline_settings(dcfg, rank_batch, world_size, device_type, channels_last)
@@ -97,11 +118,11 @@ def _dali_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: s
                           train=False, seed=seed, rank=rank)
     if rank == 0:
         log.info("input pipeline: %s", dali.describe(settings))
-    return Loaders(train, val, train, len(class_names), class_names)
+    return Loaders(train, val, sampler, len(class_names), class_names, rank_batch, seed=seed)
 
 
 def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: str,
-                  channels_last: bool = False) -> Loaders:
+                  channels_last: bool = False, run_dir: Optional[Path] = None) -> Loaders:
     """This rank's loaders. dataset.batch_size and val_batch_size are global: each rank gets 1/world_size.
 
     Expects a dataset that check_dataset accepted (train.main runs it before launching any rank).
@@ -117,16 +138,22 @@ def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: s
                              channels_last=channels_last)
     train_set, val_set = build_datasets(dcfg, seed)
     rank_batch = dcfg.batch_size // world_size
-    sampler = _train_sampler(train_set, seed, rank, world_size)
-    if dcfg.ra_reps > 1:  # repeated augmentation: same epoch length, each index ra_reps times
-        sampler = RASampler(train_set, world_size, rank, seed, dcfg.ra_reps)
+    sampler = _train_sampler(train_set, dcfg, seed, rank, world_size)
     _check_full_batch(len(train_set), sampler, rank_batch, dcfg, world_size)
     options = _worker_options(dcfg, device_type)
+    # Training augmentations seeded per sample (exact mid-epoch resume, per-rank streams); both splits get
+    # the bad_images policy. See data/robust.py.
+    skip_log = Path(run_dir) / SKIP_LOG if run_dir is not None else None
+    guarded_train = GuardedSamples(train_set, split="train", seed=seed, rank=rank, bad_images=dcfg.bad_images,
+                                   skip_log=skip_log, seeded=True)
+    guarded_val = GuardedSamples(val_set, split="val", seed=seed, rank=rank, bad_images=dcfg.bad_images,
+                                 skip_log=skip_log, seeded=False)
+    generator = torch.Generator()
     # drop_last: every step sees a full batch, so BatchNorm statistics and the lr per sample stay constant.
     names = _class_names(train_set)
-    train = DataLoader(train_set, batch_size=rank_batch, sampler=sampler, drop_last=True,
+    train = DataLoader(guarded_train, batch_size=rank_batch, sampler=sampler, drop_last=True, generator=generator,
                        collate_fn=build_mixing(dcfg, len(names)), **options)
     val_batch = (dcfg.val_batch_size or dcfg.batch_size) // world_size
-    val = DataLoader(val_set, batch_size=max(val_batch, 1), sampler=ShardSampler(len(val_set), rank, world_size),
-                     **options)
-    return Loaders(train, val, sampler, len(names), names)
+    val = DataLoader(guarded_val, batch_size=max(val_batch, 1),
+                     sampler=ShardSampler(len(val_set), rank, world_size), **options)
+    return Loaders(train, val, sampler, len(names), names, rank_batch, guarded_train, generator, seed)

@@ -8,20 +8,22 @@ references. The order depends only on (seed, epoch), which keeps resume exact.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import List
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset
+
+from .samplers import ResumableSampler
 
 
-class RASampler(DistributedSampler):
-    """A DistributedSampler (set_epoch, num_samples) whose shuffled list repeats each index `reps` times."""
+class RASampler(ResumableSampler):
+    """A DistributedSampler (set_epoch, num_samples, skip) whose shuffled list repeats each index `reps` times."""
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, reps: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.reps = reps
 
-    def __iter__(self) -> Iterator[int]:
+    def epoch_order(self) -> List[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         repeated = torch.randperm(len(self.dataset), generator=generator).repeat_interleave(self.reps)
-        return iter(repeated[self.rank::self.num_replicas][:self.num_samples].tolist())
+        return repeated[self.rank::self.num_replicas][:self.num_samples].tolist()
