@@ -56,10 +56,6 @@ class CheckpointWriteError(OSError):
     """A checkpoint could not be written (disk full, quota, I/O error); the previous one is untouched."""
 
 
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (disk full, quota, I/O error); the previous one is untouched."""
-
-
 def save_atomic(obj: Any, path: Path) -> None:
     """Write to a temp file in the same directory, then rename: a crash never leaves half a checkpoint."""
     path = Path(path)
