@@ -11,7 +11,7 @@ Choices that a type cannot express (an enum-like string, a positive batch) are c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -281,13 +281,26 @@ def default_checkpoint_save() -> str:
     return "best" if multirun else "all"
 
 
+# Dataset presets with a schema of their own (conf/dataset/<name>.yaml names it in its defaults list).
+DATASET_SCHEMAS = {"synthetic": SyntheticDatasetConfig}
+
+
+def typed_config(container: Dict[str, Any]) -> Any:
+    """A resolved config (a spawned rank's) typed again by the schemas Hydra composed it with, without
+    entering Hydra: the dataset's own schema for presets that have one."""
+    name = container.get("dataset", {}).get("name")
+    schema = Config(dataset=DATASET_SCHEMAS.get(name, DatasetConfig)())
+    return OmegaConf.merge(OmegaConf.structured(schema), container)
+
+
 def register_configs() -> None:
     OmegaConf.register_new_resolver("resnext.checkpoint_save", default_checkpoint_save, replace=True)
     store = ConfigStore.instance()
     store.store(name="resnext_schema", node=Config)
     # A dataset preset whose keys differ from the common ones names its schema in its defaults list
     # (conf/dataset/synthetic.yaml): its own keys are typed, and other presets do not show them.
-    store.store(group="resnext_dataset_schema", name="synthetic", node=SyntheticDatasetConfig, package="dataset")
+    for name, schema in DATASET_SCHEMAS.items():
+        store.store(group="resnext_dataset_schema", name=name, node=schema, package="dataset")
 
 
 _CHOICES = {

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import distributed, preempt
 from .amp import amp_problem, describe_amp
-from .config import Config, ConfigError
+from .config import ConfigError, typed_config
 from .data.robust import BadImageError, bad_image_message
 from .devices import (ALLOWED_BACKENDS, BACKENDS, Device, RankContext, hardware_problem, layout_problem, local_devices,
                       resolve_type)
@@ -251,7 +251,7 @@ def _spawned_rank(local_rank: int, container: Dict[str, Any], launch_plan: Launc
     try:
         setup_process_logging(Path(run_dir), rank)
         # The same typed config the parent validated (Hydra is not entered again).
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), container)
+        cfg = typed_config(container)
         url = f"tcp://{launch_plan.addr}:{launch_plan.port}"
         result = _run_rank(cfg, launch_plan, rank, local_rank, Path(run_dir), worker, url)
     except preempt.Preempted:

@@ -26,7 +26,9 @@ def damage(root: Path) -> tuple:
 
 
 def folder_overrides(root: Path, *extra: str) -> list:
-    return ["dataset=folder", f"dataset.root={root}", "dataset.image_size=16", "dataset.val_resize=18",
+    # loader=torch: these tests are about data/robust.py (test_dali.py covers DALI's report of a bad file).
+    return ["dataset=folder", f"dataset.root={root}", "dataset.loader=torch", "dataset.image_size=16",
+            "dataset.val_resize=18",
             "dataset.batch_size=6", "dataset.val_batch_size=6", "model.norm=group", *extra]
 
 

@@ -36,6 +36,6 @@ def test_train_full_8p_runs_eight_standin_npu_ranks(tmp_path):
     assert 0 <= float(summary["TrainAccuracy"]) <= 100
     run_dir, = (out / "8p").glob("run-*")
     assert {f"train_rank{r}.log" for r in range(1, 8)} <= {p.name for p in run_dir.iterdir()}
-    assert proc.stdout.count("FPS@all") == 1 and "[gpu id: 0] Epoch: [0]" in proc.stdout  # rank 0 on npu:0
+    assert proc.stdout.count("FPS@all") == 1 and "[device npu:0] Epoch: [0]" in proc.stdout  # rank 0 on npu:0
     state = torch.load(run_dir / "checkpoint.pth.tar", weights_only=True)
     assert state["optimizer"]["state"] and state["config"]["device"]["type"] == "npu"

@@ -25,6 +25,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from ..config import ConfigError
 from .checks import dataset_root
+from .robust import BadImageError  # one error for both loaders: train.main reports it in one line
 
 log = logging.getLogger("resnext")
 
@@ -36,10 +37,6 @@ READER = "files"  # the file reader's name, by which the iterator knows the epoc
 LIGHT_PAD = 4  # augment=light: pad 4 px, then a random crop back to image_size (as CIFAR)
 
 Samples = List[Tuple[str, int]]
-
-
-class BadImageError(RuntimeError):
-    """DALI could not decode a file of the dataset; the message names it."""
 
 
 def import_dali() -> Any:
@@ -265,7 +262,9 @@ class DaliLoader:
             if not bad:
                 raise
             raise BadImageError(f"cannot decode {', '.join(bad)} ({len(bad)} file(s) under dataset.root="
-                                f"{self.dcfg.root}): replace or delete them. DALI said: "
+                                f"{self.dcfg.root}): replace or delete them, list them all with python -m "
+                                "resnext.verify_data dataset=..., or skip them with dataset.loader=torch "
+                                "dataset.bad_images=skip. DALI said: "
                                 f"{str(err).strip().splitlines()[-1]}") from None
         finally:
             del batches, pipeline
