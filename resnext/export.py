@@ -49,12 +49,15 @@ class ExportArgs:
     seed: int = 0  # random check inputs
 
 
-def check_format(fmt: str) -> None:
+def check_format(fmt: str, dynamo: bool = False) -> None:
     if fmt not in SUFFIX:
         raise ConfigError(f"format={fmt!r} is not one of {', '.join(SUFFIX)}")
     missing = [p for p in NEEDS[fmt] if importlib.util.find_spec(p) is None]
     if missing:
         raise ConfigError(f"format={fmt} needs {', '.join(missing)}, not installed: pip install -e \".[export]\"")
+    if fmt == "onnx" and dynamo and importlib.util.find_spec("onnxscript") is None:
+        raise ConfigError("format=onnx dynamo=true needs onnxscript, not installed: pip install -e \".[export]\" "
+                          "(or drop dynamo=true: the default exporter does not need it)")
 
 
 def out_path(args: Any) -> Path:
@@ -111,7 +114,7 @@ EXPORTERS = {"onnx": _export_onnx, "torchscript": _export_torchscript, "safetens
 
 def export(args: Any) -> Dict[str, Any]:
     """Write the export and its sidecar; returns what was done (path, seconds, max abs difference, size)."""
-    check_format(args.format)
+    check_format(args.format, args.dynamo)
     model, card = load_model(args.checkpoint, ema=args.ema)
     out = out_path(args)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +139,7 @@ def export(args: Any) -> Dict[str, Any]:
 
 def _main(argv: List[str]) -> int:
     args = toolargs.parse(ExportArgs, argv, USAGE)
-    check_format(args.format)  # before loading anything
+    check_format(args.format, args.dynamo)  # before loading anything
     result = export(args)
     print(f"exported {args.checkpoint} -> {result['out']} ({result['bytes'] / 1e6:.1f} MB, {result['seconds']} s); "
           f"card {result['sidecar']}")
