@@ -21,13 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from . import checkpoint
-from .checkpoint import CheckpointError
+from .checkpoint import AUTO, CheckpointError
 from .models import build_model
+from .pretrained import is_torchvision
 
 log = logging.getLogger("resnext")
 
-# resume=auto (continue from the run directory's own checkpoint when there is one) is resolved elsewhere.
-AUTO = "auto"
 TRAINING_KEYS = ("optimizer", "scheduler", "epoch", "rng")
 
 
@@ -96,10 +95,11 @@ def check_resume_state(state: Dict[str, Any], cfg: DictConfig, path: str, num_cl
 
 def check_input_files(cfg: DictConfig) -> None:
     """Before launch: resume and model.weights exist, load (weights only) and fit this run's model."""
-    if cfg.resume is not None and cfg.resume != AUTO:
+    if cfg.resume is not None and cfg.resume != AUTO:  # resume=auto is resolved in each rank (checkpoint.py)
         state = checkpoint.load_checkpoint(cfg.resume, "resume", mmap=True)
         check_resume_state(state, cfg, cfg.resume, cfg.dataset.num_classes)
-    if cfg.model.weights:
+    # torchvision:<NAME> weights are checked and fetched by pretrained.ensure_cached, not read as a file here.
+    if cfg.model.weights and not is_torchvision(cfg.model.weights):
         weights = model_weights(checkpoint.load_checkpoint(cfg.model.weights, "model.weights", mmap=True))
         _check_fits(weights, cfg, "model.weights", cfg.model.weights, _head_classes(weights) or 1000,
                     allow_other_head=True)

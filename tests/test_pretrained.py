@@ -84,3 +84,12 @@ def test_imagenet_category_names_travel_with_the_weights():
     assert names == ResNeXt50_32X4D_Weights.IMAGENET1K_V2.meta["categories"] and names[0] == "tench"
     folder = config("dataset=folder", "model.weights=torchvision:IMAGENET1K_V2")
     assert pretrained.output_class_names(folder, _wnids(3)) == ["n00000000", "n00000001", "n00000002"]
+
+
+def test_the_pre_launch_file_check_leaves_torchvision_weight_names_to_the_weights_api():
+    """train.main checks model.weights files before launch; torchvision:<NAME> is not a file to read there."""
+    from resnext import resume
+
+    resume.check_input_files(config("model.weights=torchvision:IMAGENET1K_V2"))  # no "no such file" refusal
+    with pytest.raises(ConfigError, match="model.weights=/nowhere.pth: no such file"):
+        resume.check_input_files(config("model.weights=/nowhere.pth"))
