@@ -10,6 +10,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
 
+from .loggers.base import FINISHED, run_status
+
 log = logging.getLogger("resnext")
 
 
@@ -108,9 +110,16 @@ class MetricsWriter:
         for sink in self.sinks:
             sink.log_step(step, values)
 
-    def close(self) -> None:
+    def close(self, status: str = FINISHED) -> None:
         for sink in self.sinks:
-            sink.close(self.path.parent)
+            sink.close(self.path.parent, status)
+
+    def __enter__(self) -> "MetricsWriter":
+        return self
+
+    def __exit__(self, kind: object, error: Optional[BaseException], trace: object) -> None:
+        # However the run ends: FINISHED, FAILED, or KILLED (preempted) on the tracking servers, never RUNNING.
+        self.close(run_status(error))
 
 
 def read_metrics(run_dir: Path) -> List[Dict[str, float]]:

@@ -171,14 +171,15 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
         # saves need save=all|last anyway, check_config says so).
         checkpoint.save_checkpoint(state_at(epoch, step), ctx.run_dir, False, "last")
 
-    writer = MetricsWriter(ctx.run_dir, open_sinks(cfg, ctx.run_dir)) if ctx.is_main else None
+    writer = MetricsWriter(ctx.run_dir, open_sinks(cfg, ctx.run_dir, resume_path)) if ctx.is_main else None
     settings.on_step = writer.write_step if writer is not None else None
     skips = SkipReport(ctx.run_dir) if ctx.is_main else None
     record: Dict[str, Any] = {}
     fps_per_epoch: List[float] = []
     watchdog = Watchdog(ctx.rank, ctx.world_size, cfg.distributed.timeout_min)
     guard = preempt.StepGuard(cfg.checkpoint, ctx.is_main, ctx.distributed, save_mid_epoch, watchdog.beat)
-    with watchdog if ctx.distributed else contextlib.nullcontext(), guard:
+    # The writer closes the tracked runs however this block ends (finished, failed, preempted).
+    with watchdog if ctx.distributed else contextlib.nullcontext(), guard, writer or contextlib.nullcontext():
         for epoch in range(start_epoch, cfg.epochs):
             epoch_start = time.time()
             first_step = start_step if epoch == start_epoch else 0
@@ -206,7 +207,6 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
             watchdog.beat()
     best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated
     if ctx.is_main:
-        writer.close()
         _write_result(ctx, best_acc1, record, fps_per_epoch, time.time() - started)
         log.info("done: best Acc@1 %.3f in %.1f s", best_acc1, time.time() - started)
     return best_acc1

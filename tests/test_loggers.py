@@ -16,6 +16,7 @@ from resnext.config import ConfigError
 from resnext.loggers import check_loggers, chosen, open_sinks, run_tags
 from resnext.loggers.base import Guarded, Sink
 from resnext.metrics import MetricsWriter
+from resnext.preempt import Preempted
 from tests.conftest import compose_config, train_in_process
 from tests.wandb_records import read_run
 
@@ -78,6 +79,45 @@ def test_mlflow_local_store_holds_params_metrics_tags_and_artifacts(tmp_path, mo
     with (run_dir / "metrics.csv").open() as f:
         assert [float(row["acc1"]) for row in csv.DictReader(f)] == [r["acc1"] for r in records]
     assert (run_dir / "curves.png").stat().st_size > 10_000
+
+
+def _mlflow_runs(tmp_path, experiment):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return client, client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+
+
+def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_dir = tmp_path / "run"
+    common = ["logger=mlflow", "logger.mlflow.experiment=resumed", "max_steps_per_epoch=1"]
+    train_in_process(compose_config([*common, "epochs=1"]), run_dir)
+    first = json.loads((run_dir / "tracking.json").read_text())["mlflow"]["run_id"]
+    train_in_process(compose_config([*common, "epochs=2", f"resume={run_dir / 'checkpoint.pth.tar'}"]), run_dir)
+    client, runs = _mlflow_runs(tmp_path, "resumed")
+    assert [r.info.run_id for r in runs] == [first]  # one tracked run, not one per process start
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(first, "acc1")] == [0, 1]
+    assert run.data.params["epochs"] == "1" and run.data.tags["resumed.epochs"] == "2"  # params are write-once
+
+
+@pytest.mark.parametrize("error, status", [(RuntimeError("boom"), "FAILED"), (Preempted("stopped"), "KILLED")])
+def test_a_run_that_stops_is_not_left_running_on_the_tracking_server(tmp_path, monkeypatch, error, status):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def stop(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("resnext.trainer.evaluate", stop)  # the first validation, after a training epoch
+    cfg = compose_config(["logger=mlflow", "logger.mlflow.experiment=stopped", "max_steps_per_epoch=1"])
+    with pytest.raises(type(error)):
+        train_in_process(cfg, tmp_path / "run")
+    _, runs = _mlflow_runs(tmp_path, "stopped")
+    assert [r.info.status for r in runs] == [status]
 
 
 def _closed_port() -> int:
@@ -144,6 +184,27 @@ def test_wandb_offline_run_files_hold_config_and_metrics(tmp_path, monkeypatch):
     history = [h for h in run["history"] if "epoch" in h or "global_step" in h]
     assert [(h.get("global_step"), h.get("step/loss")) for h in history if "global_step" in h] == [(3, 2.5)]
     assert [(h["epoch"], h["acc1"]) for h in history if "epoch" in h] == [(0, 40), (1, 75)]
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
+    for var, sub in (("WANDB_CONFIG_DIR", "cfg"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    first = MetricsWriter(run_dir, open_sinks(compose_config(["logger=wandb", "epochs=1"]), run_dir))
+    first.write({"epoch": 0, "acc1": 40.0})
+    first.close("KILLED")
+    recorded = json.loads((run_dir / "tracking.json").read_text())["wandb"]["id"]
+    # Resuming from this directory's checkpoint: the same W&B run id, the config's new values accepted.
+    second = MetricsWriter(run_dir, open_sinks(compose_config(["logger=wandb", "epochs=2"]), run_dir,
+                                               run_dir / "checkpoint.pth.tar"))
+    second.write({"epoch": 1, "acc1": 75.0})
+    second.close()
+    runs = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 2 and all(path.name == f"run-{recorded}.wandb" for path in runs)
+    assert read_run(runs[-1])["config"]["epochs"] == "2"
 
 
 def test_multirun_jobs_carry_sweep_dir_job_number_and_overrides(tmp_path):

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Dict, Iterator, List
 
 BLOCK = 32768
 HEADER = 7
+EXIT_WAIT_S = 30  # how long read_run waits for wandb to finish writing the file
 
 
 def _payloads(path: Path) -> Iterator[bytes]:
@@ -39,14 +41,24 @@ def read_run(path: Path) -> Dict[str, object]:
     """{"config": {key: value}, "history": [{key: value}, ...]} from the run file, values JSON-decoded."""
     from wandb.proto import wandb_internal_pb2
 
+    records = []
+    deadline = time.monotonic() + EXIT_WAIT_S
+    # run.finish() can return before wandb's core process has flushed the file: wait for its closing exit record.
+    while True:
+        try:
+            records = [wandb_internal_pb2.Record.FromString(payload) for payload in _payloads(path)]
+        except Exception:  # noqa: BLE001 - a record cut off mid-write: read again
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     config: Dict[str, object] = {}
     history: List[Dict[str, object]] = []
-    for payload in _payloads(path):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
+    for record in records:
         kind = record.WhichOneof("record_type")
-        if kind == "run":
-            config.update({item.key: json.loads(item.value_json) for item in record.run.config.update})
+        if kind in ("run", "config"):  # the config given to wandb.init, then run.config.update()s
+            items = record.run.config.update if kind == "run" else record.config.update
+            config.update({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items})
         elif kind == "history":
             history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                             for item in record.history.item})

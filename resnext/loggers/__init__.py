@@ -4,12 +4,17 @@ packages are installed, and the parameters and tags every sink receives.
 Only rank 0 opens sinks. metrics.jsonl (written by metrics.MetricsWriter) and curves.png are always
 written; the sinks chosen with logger=... come on top, each behind base.Guarded so that a tracking
 service that fails costs a warning, never the run.
+
+tracking.json in the run directory records each remote sink's run (MLflow run id, W&B run id). A run that
+resumes from a checkpoint reads the file beside that checkpoint and continues those runs.
 """
 from __future__ import annotations
 
 import importlib.util
+import json
+import logging
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,6 +26,9 @@ from .remote import MlflowSink, WandbSink
 # logger option -> (python package, the pip extra that installs it)
 _PACKAGES = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
 WANDB_MODES = ("online", "offline", "disabled")
+TRACKING_FILE = "tracking.json"  # {sink name: its identity()}, beside the run's checkpoints
+
+log = logging.getLogger("resnext")
 
 
 def chosen(cfg: DictConfig) -> List[str]:
@@ -82,26 +90,44 @@ def _run_name(tags: Dict[str, str]) -> str:
     return f"{run_dir.parent.name}_{run_dir.name}"
 
 
-def _build(name: str, cfg: DictConfig, run_dir: Path, run_name: str) -> Sink:
+def _build(name: str, cfg: DictConfig, run_dir: Path, run_name: str, previous: Dict[str, Dict[str, str]]) -> Sink:
     lcfg = cfg.logger[name]
     if name == "tensorboard":
         return TensorBoardSink(run_dir, lcfg.dir)
     if name == "csv":
         return CsvSink(run_dir, lcfg.file)
     if name == "mlflow":
-        return MlflowSink(lcfg, run_name)
-    return WandbSink(lcfg, run_name, run_dir)
+        return MlflowSink(lcfg, run_name, previous.get(name))
+    return WandbSink(lcfg, run_name, run_dir, previous.get(name))
 
 
-def open_sinks(cfg: DictConfig, run_dir: Path) -> List[Sink]:
-    """The chosen sinks, opened, each already given the flattened config and the run's tags."""
+def previous_runs(resumed_from: Optional[Path]) -> Dict[str, Dict[str, str]]:
+    """The tracked runs recorded beside the checkpoint a run resumes from ({} for a fresh run or none recorded)."""
+    if resumed_from is None:
+        return {}
+    path = Path(resumed_from).parent / TRACKING_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as err:
+        log.warning("%s is unreadable (%s): tracking sinks open new runs", path, err)
+        return {}
+
+
+def open_sinks(cfg: DictConfig, run_dir: Path, resumed_from: Optional[Path] = None) -> List[Sink]:
+    """The chosen sinks, opened, each already given the flattened config and the run's tags; when resuming from
+    a checkpoint, MLflow and W&B continue the runs recorded beside it."""
     from ..plots import CurvesSink  # matplotlib: imported only where a run writes pictures
 
     run_dir = Path(run_dir)
     tags = run_tags(run_dir)
-    sinks: List[Sink] = [Guarded(_build(name, cfg, run_dir, _run_name(tags))) for name in chosen(cfg)]
+    previous = previous_runs(resumed_from)
+    sinks: List[Sink] = [Guarded(_build(name, cfg, run_dir, _run_name(tags), previous)) for name in chosen(cfg)]
     sinks.append(Guarded(CurvesSink(run_dir)))
     params = flatten(cfg)
     for sink in sinks:
         sink.log_params(params, tags)
+    identities = {sink.name: sink.identity() for sink in sinks}
+    identities = {name: identity for name, identity in identities.items() if identity}
+    if identities:
+        (run_dir / TRACKING_FILE).write_text(json.dumps(identities, indent=2) + "\n")
     return sinks

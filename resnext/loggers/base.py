@@ -3,14 +3,30 @@
 The trainer (through MetricsWriter) only ever calls log_params / log_epoch / log_step / close. A sink that
 talks to a server (MLflow, W&B) can fail at any of them; `Guarded` turns the first failure into one warning
 and switches that sink off, so training and the local files (metrics.jsonl, TensorBoard, CSV) go on.
+
+close() says how the run ended (FINISHED, FAILED, or KILLED for a preemption or an interrupt), so a crashed
+run is not left RUNNING on the tracking server; identity() is what lets a resumed run continue the same
+tracked run instead of opening a new one (resnext/loggers/__init__.py keeps it in tracking.json).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
+
+from ..preempt import Preempted
 
 log = logging.getLogger("resnext")
+
+# How a run ended, in MLflow's RunStatus words (W&B maps them to exit codes).
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+def run_status(error: Optional[BaseException]) -> str:
+    """FINISHED without an error; KILLED when stopped to be resumed (preemption, Ctrl-C); else FAILED."""
+    if error is None:
+        return FINISHED
+    return KILLED if isinstance(error, (Preempted, KeyboardInterrupt)) else FAILED
 
 
 class Sink:
@@ -27,8 +43,12 @@ class Sink:
     def log_step(self, step: int, values: Dict[str, float]) -> None:
         """Scalars every print_freq steps; `step` counts optimizer steps from the start of training."""
 
-    def close(self, run_dir: Path) -> None:
-        """Flush, upload what the run produced if asked, and finish."""
+    def identity(self) -> Optional[Dict[str, str]]:
+        """What a resumed run needs to continue this sink's run (a remote run id); None: nothing to continue."""
+        return None
+
+    def close(self, run_dir: Path, status: str = FINISHED) -> None:
+        """Flush, upload what a finished run produced if asked, and end the run with `status`."""
 
 
 class Guarded(Sink):
@@ -58,8 +78,11 @@ class Guarded(Sink):
     def log_step(self, step: int, values: Dict[str, float]) -> None:
         self._call(self.inner.log_step, step, values)
 
-    def close(self, run_dir: Path) -> None:
-        self._call(self.inner.close, run_dir)
+    def identity(self) -> Optional[Dict[str, str]]:
+        return None if self.failed else self.inner.identity()
+
+    def close(self, run_dir: Path, status: str = FINISHED) -> None:
+        self._call(self.inner.close, run_dir, status)
 
 
 def scalars(values: Dict[str, Any]) -> Dict[str, float]:

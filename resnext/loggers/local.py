@@ -5,7 +5,7 @@ import csv
 from pathlib import Path
 from typing import Dict, List
 
-from .base import Sink, scalars
+from .base import FINISHED, Sink, scalars
 
 
 class TensorBoardSink(Sink):
@@ -31,7 +31,7 @@ class TensorBoardSink(Sink):
         for key, value in scalars(values).items():
             self.writer.add_scalar(f"step/{key}", value, step)
 
-    def close(self, run_dir: Path) -> None:
+    def close(self, run_dir: Path, status: str = FINISHED) -> None:
         self.writer.close()
 
 
