@@ -3,8 +3,11 @@
 # Sources CANN's set_env.sh when CANN is installed; on machines without it, it changes nothing that
 # matters to CPU or CUDA runs.
 _resnext_cann=""
+# CANN up to 8.3 installs under ascend-toolkit/; 8.5 installs under cann/ (root: /usr/local/Ascend, others:
+# $HOME/Ascend; hiascend.com, CANN 8.5.0 installation guide, "File Paths").
 for _f in "${ASCEND_TOOLKIT_HOME:-}/set_env.sh" /usr/local/Ascend/ascend-toolkit/set_env.sh \
-          "${HOME:-}/Ascend/ascend-toolkit/set_env.sh"; do
+          "${HOME:-}/Ascend/ascend-toolkit/set_env.sh" /usr/local/Ascend/cann/set_env.sh \
+          "${HOME:-}/Ascend/cann/set_env.sh"; do
   if [[ -f $_f ]]; then _resnext_cann=$_f; break; fi
 done
 if [[ -n $_resnext_cann ]]; then
