@@ -6,7 +6,9 @@ off (augment=none, no flip), so any change in the batch is the option's.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +25,7 @@ dali = pytest.importorskip("nvidia.dali", reason='NVIDIA DALI not installed (pip
 SIZES = ((40, 30), (30, 40), (48, 36))
 SIDE, BATCH, CLASSES = 24, 6, 3
 ISOLATED = ["dataset.augment=none", "dataset.hflip=false"]
+REPO = Path(__file__).resolve().parents[1]
 ALL_ON = ["dataset.auto_augment=ta_wide", "dataset.random_erase=0.5", "dataset.mixup_alpha=0.2",
           "dataset.cutmix_alpha=1.0", "dataset.ra_reps=2"]
 
@@ -57,6 +60,22 @@ def stacked(batches):
 def plain(tree):
     """Epoch 0 without any regulariser or randomness: the reference the isolated options are compared with."""
     return stacked(epoch_batches(loaders_of(dali_cfg(tree, *ISOLATED)), 0))
+
+
+# ---- auto-augment's operations against torchvision's ---------------------------------------------------
+
+def test_auto_augment_operations_take_torchvisions_magnitudes_to_the_grey_level():
+    """Translations (RandAugment: 150/331 of the side, whole pixels), posterize bits, solarize thresholds are
+    torchvision's exactly; the enhance operations round differently by at most a grey level or two.
+    (scripts/compare_auto_augment.py prints every operation, warps and equalize included.)"""
+    spec = importlib.util.spec_from_file_location("compare_auto_augment", REPO / "scripts/compare_auto_augment.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    exact = {"Identity", "TranslateX", "TranslateY", "Posterize", "Solarize", "AutoContrast"}
+    rows = script.compare("randaugment", side=32, names=exact | {"Brightness", "Contrast"})
+    assert {name for name, *_ in rows} == exact | {"Brightness", "Contrast"}
+    for name, magnitude_bin, _, diff in rows:
+        assert diff.max() <= (0 if name in exact else 2), (name, magnitude_bin, diff.max())
 
 
 # ---- each option on its own -------------------------------------------------------------------------------
@@ -172,3 +191,15 @@ def test_a_tiny_cli_run_with_tv_v2s_regularisers_on_dali_writes_finite_losses(tr
     records = read_metrics(find_run_dir(tmp_path))
     assert len(records) == 1
     assert math.isfinite(records[0]["train_loss"]) and math.isfinite(records[0]["val_loss"])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_every_regulariser_runs_with_mixed_decoding_on_the_gpu(tree):
+    torch.cuda.set_device(0)
+    cfg = dali_cfg(tree, *ALL_ON)
+    loaders = build_loaders(cfg.dataset, seed=0, rank=0, world_size=1, device_type="cuda", channels_last=True)
+    loaders.set_epoch(0)
+    images, target = next(iter(loaders.train))
+    assert images.is_cuda and images.shape == (BATCH, 3, SIDE, SIDE) and torch.isfinite(images).all()
+    assert target.shape == (BATCH, CLASSES) and torch.allclose(target.sum(1).cpu(), torch.ones(BATCH))

@@ -184,13 +184,16 @@ def _build_pipeline(files: Samples, dcfg, settings: PipelineSettings, train: boo
         jpegs, labels = fn.readers.file(files=[path for path, _ in files], labels=[label for _, label in files],
                                         random_shuffle=False, pad_last_batch=True, name=READER)
         images, flip = (_train_images if train else _val_images)(fn, types, jpegs, dcfg, decoder)
-        if augmenter is not None:  # uint8 HWC at image_size: torchvision's place (its flip came before; same law)
-            images = augmenter(images)
+        mirror = fn.random.coin_flip(probability=0.5) if flip else 0
+        if augmenter is not None:
+            # torchvision's order: flip, then auto-augment on uint8 HWC (its shears are anchored at a corner,
+            # so flipping afterwards would change their law); otherwise crop_mirror_normalize flips for free.
+            images = augmenter(fn.flip(images, horizontal=mirror) if flip else images)
+            mirror = 0
         # HWC output read as NCHW is already channels_last in memory: no extra copy for NHWC models.
         images = fn.crop_mirror_normalize(
             images, dtype=types.FLOAT, output_layout="HWC" if settings.channels_last else "CHW",
-            mean=[255.0 * m for m in dcfg.mean], std=[255.0 * s for s in dcfg.std],
-            mirror=fn.random.coin_flip(probability=0.5) if flip else 0)
+            mean=[255.0 * m for m in dcfg.mean], std=[255.0 * s for s in dcfg.std], mirror=mirror)
         if train:
             images = dali_augment.random_erase(images, dcfg.random_erase, dcfg.image_size)
         return images, labels

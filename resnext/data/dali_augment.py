@@ -2,34 +2,36 @@
 
 Why here: the torch loader has them as torchvision transforms (data/transforms.py); a DALI pipeline
 needs graph pieces with the same semantics, so `dataset.auto_augment` and `dataset.random_erase` work
-with either loader. data/dali.py calls `auto_augment` on the uint8 HWC images right after the base
-augmentation's resize (before crop_mirror_normalize, which flips and normalises) and `random_erase`
-on the normalised output, torchvision's order. Every draw comes from DALI random operators seeded by
-the pipeline seed, which dali.py derives from (seed, epoch, rank): an epoch-boundary resume repeats them.
+with either loader. data/dali.py applies `auto_augmenter`'s function to the uint8 HWC images after the
+base augmentation's resize and flip (before crop_mirror_normalize) and `random_erase` to the normalised
+output: torchvision's order. Every draw comes from DALI random operators seeded by the pipeline seed,
+which dali.py derives from (seed, epoch, rank): an epoch-boundary resume repeats them.
 
 Auto-augment runs DALI's own `nvidia.dali.auto_aug` (apply_trivial_augment, apply_rand_augment,
-apply_auto_augment; they need `pipeline_def(enable_conditionals=True)`), but with torchvision's
-parameters rather than DALI's defaults: the operation lists and per-bin magnitudes are read from
-torchvision's own tables (v2.TrivialAugmentWide / RandAugment / AutoAugment `_AUGMENTATION_SPACE`,
-31 bins; AutoAugment's 10), so TA-wide translates by up to 32 px, RandAugment by up to 150/331 of the
-side, enhance ranges start at 0 (DALI's TA-wide suite: 0.01), translations are whole pixels
-(torchvision's int()), solarize thresholds are 255 * magnitude (DALI's: up to 256), warps fill with 0
-(DALI's default 128), and AutoAugment runs torchvision's ImageNet policy (DALI's `image_net` policy
-is a different table, the AutoAugment paper's as TensorFlow ships it, with 11 bins).
+apply_auto_augment; they need `pipeline_def(enable_conditionals=True)`) with torchvision's parameters
+rather than DALI's defaults: the operation lists and per-bin magnitudes are read from torchvision's own
+tables (`_AUGMENTATION_SPACE` of v2.TrivialAugmentWide / RandAugment, 31 bins; AutoAugment, 10), so
+TA-wide translates by up to 32 px and RandAugment by up to 150/331 of the side, enhance ranges start at
+0 (DALI's TA-wide suite: 0.01), translations are whole pixels (torchvision's int()), solarize thresholds
+are 255 * magnitude (DALI's reach 256), warps fill with 0 (DALI's default 128) and interpolate as
+dataset.interpolation, and AutoAugment runs torchvision's ImageNet policy (DALI's `image_net` policy is
+a different table, the AutoAugment paper's as TensorFlow ships it, with 11 bins). equalize and sharpness
+call fn.equalize / fn.filter, as DALI's own suite does through deprecated aliases.
 
-Remaining differences from torchvision (which runs these ops on PIL images), all of pixel detail, not
-of the distribution of operations and magnitudes:
-- dataset.interpolation=bicubic: the auto-augment warps (rotate, shear, translate) interpolate
-  bilinearly, DALI's warp operators have nearest and linear only (resizes stay bicubic).
-- equalize follows OpenCV's histogram formula, PIL's rounds its lookup table slightly differently.
-- sharpness leaves no 1-px border unfiltered (PIL copies the input there).
-- contrast centres on the mean of the per-channel means weighted (0.299, 0.587, 0.114); PIL on the
-  rounded mean of the greyscale image. Color (saturation) and brightness round differently.
-- rotation and shear resample at pixel centres as DALI does; PIL's affine grid can differ by a
-  fraction of a pixel.
-Random erasing draws its box as torchvision's RandomErasing (area fraction U(0.02, 0.33), aspect
-ratio log-uniform in (0.3, 3.3), the first of 10 attempts that fits, none if none fits, value 0 on
-the normalised image); all 10 attempts are drawn up front, which changes the draws, not their law.
+Remaining differences from torchvision (which runs these operations on PIL images in the torch loader),
+measured per operation with scripts/compare_auto_augment.py (64 px and 224 px generated images):
+- translate, posterize, solarize, autocontrast, invert, identity: identical.
+- brightness, color, contrast: rounding, at most 1-2 grey levels.
+- shear, rotate: the same warp up to resampling at the borders of the uncovered area (0.4-2.5% of the
+  pixels differ by more than 2 levels); DALI's shear direction is torchvision's negated, and the sign is a
+  fair coin in both. dataset.interpolation=bicubic: these warps interpolate bilinearly (DALI's warps have
+  nearest and linear only; the resizes stay bicubic, and the log says so).
+- sharpness: the 1-px image border is filtered too (PIL copies it): up to 4% of the pixels at 64 px.
+- equalize: OpenCV's histogram formula, not PIL's: 1.4 grey levels on average at 224 px, 5.7 at 64 px
+  (more on small images with narrow histograms).
+Random erasing draws its box as torchvision's RandomErasing (area fraction U(0.02, 0.33), aspect ratio
+log-uniform in (0.3, 3.3), the first of 10 attempts that fits, none if none fits, value 0 on the
+normalised image); the 10 attempts are drawn up front, which changes the draws, not their law.
 """
 from __future__ import annotations
 
