@@ -214,19 +214,6 @@ def test_skipping_bad_images_is_refused_for_dali_and_auto_picks_torch_for_it(tre
 
 
 @needs_dali
-@pytest.mark.parametrize("option", ["dataset.auto_augment=ta_wide", "dataset.random_erase=0.1",
-                                    "dataset.mixup_alpha=0.2", "dataset.cutmix_alpha=1.0", "dataset.ra_reps=2"])
-def test_torch_only_augmentations_are_refused_for_dali_and_auto_picks_torch_for_them(tree, option):
-    """Issue #11's regularisers live in torchvision transforms, the RA sampler or the collate_fn."""
-    cfg = folder_cfg(tree, option)
-    with pytest.raises(ConfigError, match=f"dataset.loader=dali: {option.split('=')[0]}=.* torch loader only"):
-        resolve_loader(cfg.dataset)
-    cfg.dataset.loader = "auto"
-    kind, why = resolve_loader(cfg.dataset)
-    assert kind == "torch" and option.split("=")[0] in why
-
-
-@needs_dali
 def test_a_corrupt_jpeg_is_reported_with_its_path(tree, tmp_path):
     root = shutil.copytree(tree, tmp_path / "copy")
     broken = root / "train" / "class_001" / "00003.jpg"

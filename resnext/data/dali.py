@@ -8,7 +8,10 @@ The sample order is ours, not DALI's shuffle buffer: each epoch takes the order 
 DistributedSampler(seed, epoch, rank, drop_last=True), the very order the torch loader uses, and hands
 this rank's files in that order to DALI's file reader. Validation takes ShardSampler's shard (every
 image once across ranks). Every pass builds a fresh pipeline seeded from (seed, epoch, rank, split), so an epoch's
-crops and flips are the same with or without a resume before it: resume is exact at epoch boundaries.
+crops, flips and regulariser draws are the same with or without a resume before it: resume is exact at
+epoch boundaries. The recipe regularisers run here too: auto-augment and random erasing as graph pieces
+(data/dali_augment.py), MixUp/CutMix on each delivered batch with the torch loader's own mixer seeded per
+batch (data/mixing.py), repeated augmentation through the RASampler's order.
 `DaliLoader` has __len__ and set_epoch like a DataLoader + sampler, so trainer and engine need no branch.
 """
 from __future__ import annotations
@@ -24,8 +27,11 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from ..config import ConfigError
+from . import dali_augment
 from .checks import dataset_root
+from .mixing import SeededMixing
 from .robust import BadImageError  # one error for both loaders: train.main reports it in one line
+from .transforms import light_padding, resize_for_crop
 
 log = logging.getLogger("resnext")
 
@@ -34,7 +40,6 @@ PIP_LINE = ('pip install "resnext[dali]" (the nvidia-dali-cuda130 wheel, for a C
             'torch: pip install nvidia-dali-cuda120)')
 PREFETCH = 2  # batches DALI prepares ahead of the one being used
 READER = "files"  # the file reader's name, by which the iterator knows the epoch's size
-LIGHT_PAD = 4  # augment=light: pad 4 px, then a random crop back to image_size (as CIFAR)
 
 Samples = List[Tuple[str, int]]
 
@@ -81,12 +86,8 @@ def resolve_loader(dcfg) -> Tuple[str, str]:
             raise ConfigError(f"dataset.loader=dali reads JPEG folders (dataset=imagenet or dataset=folder); "
                               f"dataset={dcfg.name} has the torch loader only: set dataset.loader=torch or auto")
         return "torch", f"dataset.loader=auto: dataset={dcfg.name} has the torch loader only"
-    torch_only = torch_only_options(dcfg)
     if dcfg.loader == "dali":
         import_dali()
-        if torch_only:
-            raise ConfigError(f"dataset.loader=dali: {torch_only[0]} runs in the torch loader only: set "
-                              "dataset.loader=torch (or auto, which then picks torch)")
         _check_dali_options(dcfg)
         return "dali", "dataset.loader=dali"
     version = _dali_version()
@@ -94,19 +95,8 @@ def resolve_loader(dcfg) -> Tuple[str, str]:
         return "torch", f"dataset.loader=auto: NVIDIA DALI does not import (for the fast path: {PIP_LINE})"
     if dcfg.get("bad_images", "error") != "error":
         return "torch", f"dataset.loader=auto: dataset.bad_images={dcfg.bad_images} needs the torch loader"
-    if torch_only:
-        return "torch", f"dataset.loader=auto: {torch_only[0]} needs the torch loader"
     _check_dali_options(dcfg)
     return "dali", f"dataset.loader=auto: NVIDIA DALI {version} imports"
-
-
-def torch_only_options(dcfg) -> List[str]:
-    """The augmentation options set in dcfg that the DALI pipelines do not implement (they live in torchvision
-    transforms, the torch sampler or its collate_fn), as `key=value` strings."""
-    is_set = {"auto_augment": lambda v: v is not None, "random_erase": lambda v: v > 0,
-              "mixup_alpha": lambda v: v > 0, "cutmix_alpha": lambda v: v > 0, "ra_reps": lambda v: v > 1}
-    return [f"dataset.{key}={dcfg.get(key)}" for key, check in is_set.items()
-            if key in dcfg and check(dcfg.get(key))]
 
 
 @dataclass(frozen=True)
@@ -133,11 +123,13 @@ def _train_images(fn: Any, types: Any, jpegs: Any, dcfg, decoder: str) -> Tuple[
                                                random_aspect_ratio=list(dcfg.crop_ratio))
         return fn.resize(images, resize_x=side, resize_y=side, interp_type=interp), dcfg.hflip
     images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
+    # none and light start as the torch loader's: validation's resize-to-crop ratio, a centre crop of side.
+    images = _resize_centre_crop(fn, types, jpegs, images, resize_for_crop(dcfg, side), side, interp)
     if dcfg.augment == "none":  # as validation, at the training side: no randomness at all
-        return _resize_centre_crop(fn, types, jpegs, images, dcfg.val_resize, side, interp), False
-    # light: the image at image_size, padded by 4 with zeros, randomly cropped back (CIFAR style).
-    images = _resize_centre_crop(fn, types, jpegs, images, side, side, interp)
-    shift = fn.random.uniform(values=[float(v) for v in range(-LIGHT_PAD, LIGHT_PAD + 1)], shape=[2])
+        return images, False
+    # light: padded by 1/8 of the side with zeros, randomly cropped back (CIFAR style), as the torch loader.
+    pad = light_padding(side)
+    shift = fn.random.uniform(values=[float(v) for v in range(-pad, pad + 1)], shape=[2])
     images = fn.slice(images, shift, [float(side)] * 2, axis_names="HW", normalized_anchor=False,
                       normalized_shape=False, out_of_bounds_policy="pad", fill_values=0)
     return images, dcfg.hflip
@@ -182,20 +174,28 @@ def _build_pipeline(files: Samples, dcfg, settings: PipelineSettings, train: boo
     from nvidia.dali import fn, types
 
     decoder = "cpu" if settings.device_id is None else "mixed"
+    augmenter = dali_augment.auto_augmenter(dcfg) if train else None  # its operation choice needs conditionals
 
     @dali.pipeline_def(batch_size=settings.batch, num_threads=settings.threads, device_id=settings.device_id,
-                       seed=seed, prefetch_queue_depth=PREFETCH)
+                       seed=seed, prefetch_queue_depth=PREFETCH, enable_conditionals=augmenter is not None)
     def pipeline() -> Tuple[Any, Any]:
         # No shuffling, no sharding here: the list is already this rank's shard in this epoch's order.
         # pad_last_batch: a partial last (validation) batch is padded, and the iterator drops the padding.
         jpegs, labels = fn.readers.file(files=[path for path, _ in files], labels=[label for _, label in files],
                                         random_shuffle=False, pad_last_batch=True, name=READER)
         images, flip = (_train_images if train else _val_images)(fn, types, jpegs, dcfg, decoder)
+        mirror = fn.random.coin_flip(probability=0.5) if flip else 0
+        if augmenter is not None:
+            # torchvision's order: flip, then auto-augment on uint8 HWC (its shears are anchored at a corner,
+            # so flipping afterwards would change their law); otherwise crop_mirror_normalize flips for free.
+            images = augmenter(fn.flip(images, horizontal=mirror) if flip else images)
+            mirror = 0
         # HWC output read as NCHW is already channels_last in memory: no extra copy for NHWC models.
         images = fn.crop_mirror_normalize(
             images, dtype=types.FLOAT, output_layout="HWC" if settings.channels_last else "CHW",
-            mean=[255.0 * m for m in dcfg.mean], std=[255.0 * s for s in dcfg.std],
-            mirror=fn.random.coin_flip(probability=0.5) if flip else 0)
+            mean=[255.0 * m for m in dcfg.mean], std=[255.0 * s for s in dcfg.std], mirror=mirror)
+        if train:
+            images = dali_augment.random_erase(images, dcfg.random_erase, dcfg.image_size)
         return images, labels
 
     return pipeline()
@@ -217,10 +217,10 @@ class DaliLoader:
     """One rank's batches from DALI: len(), set_epoch() and iteration yielding (images NCHW, int64 labels)."""
 
     def __init__(self, samples: Samples, sampler: Any, dcfg, settings: PipelineSettings, *, train: bool,
-                 seed: int, rank: int) -> None:
+                 seed: int, rank: int, mixing: Optional[SeededMixing] = None) -> None:
         # sampler: DistributedSampler (train: torch's order and drop_last arithmetic) or ShardSampler (val).
         self.samples, self.sampler, self.dcfg, self.settings, self.train = samples, sampler, dcfg, settings, train
-        self.seed, self.rank, self.epoch = seed, rank, 0
+        self.seed, self.rank, self.epoch, self.mixing = seed, rank, 0, mixing
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -249,12 +249,16 @@ class DaliLoader:
         pipeline = _build_pipeline(files, self.dcfg, self.settings, self.train, self._pipeline_seed())
         batches = DALIGenericIterator(pipeline, ["images", "target"], reader_name=READER, auto_reset=False,
                                       last_batch_policy=LastBatchPolicy.PARTIAL, prepare_first_batch=False)
+        first = getattr(self.sampler, "skip", 0) // batch  # a mid-epoch resume starts at this batch of the epoch
         done = 0
         try:
             for out in batches:
                 images, target = out[0]["images"], out[0]["target"].reshape(-1).long()
+                images = images.permute(0, 3, 1, 2) if self.settings.channels_last else images
+                if self.mixing is not None:
+                    images, target = self.mixing(images, target, self.epoch, first + done)
                 done += 1
-                yield (images.permute(0, 3, 1, 2) if self.settings.channels_last else images), target
+                yield images, target
         except RuntimeError as err:
             # The failing batch is the next one or one DALI was preparing ahead of it.
             ahead = files[done * batch:(done + PREFETCH + 2) * batch]

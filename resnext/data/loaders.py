@@ -10,9 +10,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from ..config import ConfigError
-from . import dali
+from . import dali, dali_augment
 from .datasets import build_datasets
-from .mixing import build_mixing
+from .mixing import build_mixing, build_seeded_mixing
 from .ra_sampler import RASampler
 from .robust import SKIP_LOG, GuardedSamples
 from .samplers import ResumableSampler
@@ -105,19 +105,21 @@ def _check_full_batch(train_size: int, sampler: ResumableSampler, rank_batch: in
 
 
 def _dali_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: str, channels_last: bool) -> Loaders:
-    """The same shards, order and batch arithmetic as the torch path, decoded by DALI."""
+    """The same shards, order, batch arithmetic and regularisers as the torch path, decoded by DALI."""
     train_set, val_set, class_names = dali.list_samples(dcfg)
     rank_batch = dcfg.batch_size // world_size
     sampler = _train_sampler(train_set, dcfg, seed, rank, world_size)
     _check_full_batch(len(train_set), sampler, rank_batch, dcfg, world_size)
     val_batch = max((dcfg.val_batch_size or dcfg.batch_size) // world_size, 1)
     settings = dali.pipeline_settings(dcfg, rank_batch, world_size, device_type, channels_last)
-    train = dali.DaliLoader(train_set, sampler, dcfg, settings, train=True, seed=seed, rank=rank)
+    mixing = build_seeded_mixing(dcfg, len(class_names), seed, rank)
+    train = dali.DaliLoader(train_set, sampler, dcfg, settings, train=True, seed=seed, rank=rank, mixing=mixing)
     val = dali.DaliLoader(val_set, ShardSampler(len(val_set), rank, world_size), dcfg,
                           dali.PipelineSettings(val_batch, settings.threads, settings.device_id, channels_last),
                           train=False, seed=seed, rank=rank)
     if rank == 0:
-        log.info("input pipeline: %s", dali.describe(settings))
+        extras = ", ".join(dali_augment.describe(dcfg))
+        log.info("input pipeline: %s%s", dali.describe(settings), f"; regularisers: {extras}" if extras else "")
     return Loaders(train, val, sampler, len(class_names), class_names, rank_batch, seed=seed)
 
 

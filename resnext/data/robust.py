@@ -54,9 +54,11 @@ def sample_path(dataset: Dataset, index: int) -> Optional[str]:
     return str(samples[index][0]) if samples is not None else None
 
 
-def sample_seed(seed: int, epoch: int, rank: int, index: int) -> int:
-    """A 63-bit seed per (run seed, epoch, rank, sample): a hash, so nearby keys give unrelated streams."""
-    digest = hashlib.blake2b(f"{seed},{epoch},{rank},{index}".encode(), digest_size=8).digest()
+def sample_seed(seed: int, epoch: int, rank: int, index: int, stream: str = "") -> int:
+    """A 63-bit seed per (run seed, epoch, rank, sample): a hash, so nearby keys give unrelated streams.
+    `stream` names another use of the same key (data/mixing.py: one per batch) and keeps its seeds apart."""
+    key = f"{stream}:{seed},{epoch},{rank},{index}" if stream else f"{seed},{epoch},{rank},{index}"
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
 

@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 
 # CIFAR images are stored at this side; the standard recipe pads by 4 and crops back to it.
 CIFAR_SIDE = 32
-# `light` pads by 1/8 of the side before the random crop: 4 px at CIFAR's 32.
+# `light` pads by 1/8 of the side before the random crop: 4 px at CIFAR's 32. The DALI loader uses the same rule.
 LIGHT_PADDING_FRACTION = 8
 
 _INTERPOLATION = {
@@ -50,14 +50,23 @@ def val_crop(dcfg) -> int:
     return dcfg.val_crop or dcfg.image_size
 
 
+def light_padding(side: int) -> int:
+    """The zero padding of `augment=light` around an image of `side` px (both loaders)."""
+    return side // LIGHT_PADDING_FRACTION
+
+
+def resize_for_crop(dcfg, crop: int) -> int:
+    """The shorter side to resize a folder image to before a centre crop of `crop`: the validation
+    resize-to-crop ratio (256/224 by default) kept for any crop side (both loaders)."""
+    return round(crop * dcfg.val_resize / val_crop(dcfg))
+
+
 def _eval_geometry(dcfg, crop: int, native_side: Optional[int]) -> List[v2.Transform]:
     """Resize and centre-crop to `crop`: folders resize by val_resize/val_crop first, fixed-size sets only resize."""
     interpolation = _INTERPOLATION[dcfg.interpolation]
     if native_side is not None:
         return _resize(crop, native_side, interpolation)
-    # Keep the validation resize-to-crop ratio (256/224 by default) for any crop side.
-    resize = round(crop * dcfg.val_resize / val_crop(dcfg))
-    return [v2.Resize(resize, interpolation=interpolation, antialias=True), v2.CenterCrop(crop)]
+    return [v2.Resize(resize_for_crop(dcfg, crop), interpolation=interpolation, antialias=True), v2.CenterCrop(crop)]
 
 
 def _base_augment(dcfg, native_side: Optional[int]) -> List[v2.Transform]:
@@ -70,10 +79,10 @@ def _base_augment(dcfg, native_side: Optional[int]) -> List[v2.Transform]:
     if dcfg.augment == "light":
         if native_side:
             # CIFAR's recipe at the stored side, then the resize: today's cifar10 pipeline exactly.
-            return [v2.RandomCrop(native_side, padding=native_side // LIGHT_PADDING_FRACTION), *flip,
+            return [v2.RandomCrop(native_side, padding=light_padding(native_side)), *flip,
                     *_resize(side, native_side, interpolation)]
         # Folders: brought to the training side first, then padded and cropped there.
-        return [*_eval_geometry(dcfg, side, None), v2.RandomCrop(side, padding=side // LIGHT_PADDING_FRACTION),
+        return [*_eval_geometry(dcfg, side, None), v2.RandomCrop(side, padding=light_padding(side)),
                 *flip]
     # none: the validation pipeline at the training side, no flip either (no augmentation at all).
     return _eval_geometry(dcfg, side, native_side)
