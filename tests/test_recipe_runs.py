@@ -18,16 +18,20 @@ SHRINK = ["dataset=folder", "dataset.image_size=16", "dataset.val_crop=20", "dat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset, lr", [
-    ("tv_v2", 0.01),  # SGD; TA-wide, random erasing 0.1, MixUp 0.2 / CutMix 1.0, smoothing 0.1, RA, EMA
-    ("rsb_a3", 8e-3),  # LAMB at the published lr, BCE; RandAugment, MixUp 0.1 / CutMix 1.0, bicubic
+@pytest.mark.parametrize("preset, lr, loader", [
+    # SGD; TA-wide, random erasing 0.1, MixUp 0.2 / CutMix 1.0, smoothing 0.1, RA, EMA: PIL workers
+    ("tv_v2", 0.01, "torch"),
+    # LAMB at the published lr, BCE; RandAugment, MixUp 0.1 / CutMix 1.0, bicubic: the DALI pipeline
+    ("rsb_a3", 8e-3, "dali"),
 ])
-def test_a_shrunk_preset_with_every_regulariser_on_learns(tmp_path, preset, lr):
+def test_a_shrunk_preset_with_every_regulariser_on_learns(tmp_path, preset, lr, loader):
     """The training loss is measured against augmented, mixed targets, so it is noisy by design; the clean
-    validation loss (hard targets, no augmentation) is the measure that the model learns.
+    validation loss (hard targets, no augmentation) is the measure that the model learns. One preset per
+    loader: both carry every regulariser.
     """
     root = write_noisy_colour_tree(tmp_path / "data")
-    cfg = compose_config([f"experiment={preset}", f"dataset.root={root}", *SHRINK, f"optim.lr={lr}"])
+    cfg = compose_config([f"experiment={preset}", f"dataset.root={root}", *SHRINK, f"optim.lr={lr}",
+                          f"dataset.loader={loader}"])
     assert cfg.dataset.auto_augment is not None and cfg.dataset.mixup_alpha > 0 and cfg.dataset.cutmix_alpha > 0
     train_in_process(cfg, tmp_path / "run")
     records = read_metrics(tmp_path / "run")
