@@ -68,7 +68,7 @@ class MixedPrecision:
     """What the loop calls: prepare, autocast, backward_and_step, skipped_steps, state_dict."""
 
     def __init__(self, acfg, device: Device) -> None:
-        self.mode = acfg.mode
+        self.mode = str(acfg.mode)  # a plain string (not the config's Enum): it goes into checkpoints
         self.device = device
         self.dtype: Optional[torch.dtype] = DTYPES[acfg.mode]
         dynamic = acfg.loss_scale == "dynamic"

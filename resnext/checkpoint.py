@@ -18,6 +18,7 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
+from .choices import plain_values
 from .config import ConfigError
 
 LAST = "checkpoint.pth.tar"
@@ -63,7 +64,7 @@ def save_atomic(obj: Any, path: Path) -> None:
     try:
         os.chmod(tmp, _umask_mode())  # mkstemp makes 0600: give it the mode any other file of the run gets
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            torch.save(plain_values(obj), f)  # config values as plain strings: weights_only=True loads them
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

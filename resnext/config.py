@@ -3,9 +3,11 @@
 The dataclasses are registered in Hydra's ConfigStore as `resnext_schema`, which the primary
 config (conf/config.yaml) lists first in its defaults. Every YAML file and every command-line
 override is therefore merged into typed nodes: an unknown key or a value of the wrong type
-fails at composition time with Hydra's own error, before any work starts.
+fails at composition time with Hydra's own error, before any work starts. A key with a closed set of
+values (amp.mode, model.arch ...) is typed with an Enum of resnext/choices.py, so Hydra refuses any
+other value too and lists the valid ones.
 
-Choices that a type cannot express (an enum-like string, a positive batch) are checked in
+What a type cannot express (a positive batch, options that exclude each other) is checked in
 `check_config`, which `train.main` runs before launching anything.
 """
 from __future__ import annotations
@@ -16,6 +18,9 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from .choices import (AmpMode, Arch, Augment, BadImages, CheckpointSave, DatasetName, DeviceType, DistributedMode,
+                      Interpolation, Loader, Loss, LrScaling, Norm, OptimName, ScheduleName, Stem)
+
 
 class ConfigError(ValueError):
     """A run configuration that cannot work; the message says what to change."""
@@ -24,12 +29,12 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     # A torchvision ResNet-family builder: resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, resnet50.
-    arch: str = "resnext50_32x4d"
+    arch: Arch = Arch.resnext50_32x4d
     zero_init_residual: bool = False
     # imagenet: 7x7 stride-2 stem + max-pool; cifar: 3x3 stride-1 stem, no max-pool (32 px inputs).
-    stem: str = "imagenet"
+    stem: Stem = Stem.imagenet
     # batch: BatchNorm2d; group: GroupNorm(32) (batch-independent); frozen: FrozenBatchNorm2d.
-    norm: str = "batch"
+    norm: Norm = Norm.batch
     # Path to a torchvision-format state dict, or torchvision:<weights enum name> (e.g. torchvision:IMAGENET1K_V2)
     # from torch's hub cache / download; the head is re-initialised if the class count differs.
     weights: Optional[str] = None
@@ -45,7 +50,7 @@ class ModelConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = "synthetic"  # synthetic | cifar10 | imagenet | folder
+    name: DatasetName = DatasetName.synthetic  # synthetic | cifar10 | imagenet | folder
     root: Optional[str] = None
     download: bool = False  # cifar10 only: fetch into root when online
     num_classes: Optional[int] = None  # None: inferred from the data (folder)
@@ -60,11 +65,11 @@ class DatasetConfig:
     # Base training augmentation (resnext/data/transforms.py): imagenet (RandomResizedCrop over crop_scale and
     # crop_ratio) | light (pad by 1/8 and random crop, as CIFAR) | none (the validation resize and centre crop).
     # Each is followed by a horizontal flip when hflip is true.
-    augment: str = "imagenet"
+    augment: Augment = Augment.imagenet
     crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
     crop_ratio: List[float] = field(default_factory=lambda: [0.75, 1.3333333333333333])
     hflip: bool = True
-    interpolation: str = "bilinear"  # bilinear | bicubic | nearest, for every resize and crop
+    interpolation: Interpolation = Interpolation.bilinear  # bilinear | bicubic | nearest, for every resize and crop
     # Regularisers, all off by default. auto_augment: null | ta_wide | randaugment | autoaugment.
     auto_augment: Optional[str] = None
     auto_augment_magnitude: int = 9  # randaugment: magnitude bin of 31 (torchvision's default 9)
@@ -80,11 +85,11 @@ class DatasetConfig:
     train_subset: Optional[int] = None
     val_subset: Optional[int] = None
     # Input pipeline (issue #9): auto uses NVIDIA DALI for imagenet/folder when it imports, else torch.
-    loader: str = "auto"  # auto | torch | dali
+    loader: Loader = Loader.auto  # auto | torch | dali
     dali_threads: Optional[int] = None  # DALI CPU threads per rank; None: the cores per local rank
     # An image that cannot be decoded: error (stop, naming the file) | skip (replace the sample, log the
     # path once, count it per epoch in metrics.jsonl). Issue #10.
-    bad_images: str = "error"
+    bad_images: BadImages = BadImages.error
 
 
 @dataclass
@@ -97,7 +102,7 @@ class SyntheticDatasetConfig(DatasetConfig):
 
 @dataclass
 class DeviceConfig:
-    type: str = "auto"  # auto | cpu | cuda | npu
+    type: DeviceType = DeviceType.auto  # auto | cpu | cuda | npu
     # Device indices this node trains on, one process each (the seed's --device-list 0,...,7).
     # None: [0] for cuda/npu. Ignored for cpu, which uses nprocs.
     device_list: Optional[List[int]] = None
@@ -113,7 +118,7 @@ class DeviceConfig:
 
 @dataclass
 class AmpConfig:
-    mode: str = "off"  # off | fp16 | bf16 | apex
+    mode: AmpMode = AmpMode.off  # off | fp16 | bf16 | apex
     # fp16 / apex: "dynamic" or a number such as 1024 for a static scale.
     loss_scale: Any = "dynamic"
     opt_level: Optional[str] = None  # apex: O1 | O2
@@ -125,7 +130,7 @@ class AmpConfig:
 class DistributedConfig:
     # none: one process; spawn: one process per listed device on this node;
     # env: join ranks that torchrun or SLURM started (multi-node).
-    mode: str = "none"
+    mode: DistributedMode = DistributedMode.none
     backend: Optional[str] = None  # None: gloo (cpu), nccl (cuda), hccl (npu)
     sync_bn: bool = False
     # Bounds every collective and the hang watchdog (resnext/watchdog.py); a float so tests can use seconds.
@@ -136,7 +141,7 @@ class DistributedConfig:
 class CheckpointConfig:
     # What the run directory keeps: all (checkpoint.pth.tar every epoch + model_best.pth.tar, weights only),
     # last (checkpoint.pth.tar only), best (model_best.pth.tar only), none (nothing: no resume possible).
-    save: str = "all"
+    save: CheckpointSave = CheckpointSave.all
     # Mid-epoch checkpoints (off by default; the epoch checkpoint is written as `save` says) and the
     # number of per-epoch copies kept next to checkpoint.pth.tar. All three need save=all or last.
     every_steps: Optional[int] = None
@@ -158,7 +163,7 @@ class LaunchConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"
+    name: OptimName = OptimName.sgd  # sgd | adamw | lamb
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -166,7 +171,7 @@ class OptimConfig:
     # Apply no weight decay to norm weights and biases (torchvision's --norm-weight-decay 0).
     no_decay_norm_bias: bool = False
     # Scale lr by global_batch / reference_batch: none | linear | sqrt.
-    lr_scaling: str = "none"
+    lr_scaling: LrScaling = LrScaling.none
     reference_batch: int = 256
     label_smoothing: float = 0.0
     # adamw / lamb only (lamb's eps default is timm's 1e-6, set by conf/optim/lamb.yaml).
@@ -176,7 +181,7 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "cosine"  # step | cosine
+    name: ScheduleName = ScheduleName.cosine  # step | cosine
     warmup_epochs: float = 0.0  # linear warm-up, stepped per iteration
     warmup_start_factor: float = 0.01
     step_epochs: int = 30  # step: multiply lr by gamma every step_epochs
@@ -255,7 +260,7 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
     epochs: int = 90
-    loss: str = "ce"  # ce: cross-entropy | bce: binary cross-entropy on (soft) targets, as ResNet Strikes Back
+    loss: Loss = Loss.ce  # ce: cross-entropy | bce: binary cross-entropy on (soft) targets, as ResNet Strikes Back
     seed: Optional[int] = 0
     deterministic: bool = False
     print_freq: int = 10
@@ -303,39 +308,8 @@ def register_configs() -> None:
         store.store(group="resnext_dataset_schema", name=name, node=schema, package="dataset")
 
 
-_CHOICES = {
-    "model.arch": ("resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "resnet50"),
-    "model.stem": ("imagenet", "cifar"),
-    "model.norm": ("batch", "group", "frozen"),
-    "dataset.name": ("synthetic", "cifar10", "imagenet", "folder"),
-    "device.type": ("auto", "cpu", "cuda", "npu"),
-    "amp.mode": ("off", "fp16", "bf16", "apex"),
-    "distributed.mode": ("none", "spawn", "env"),
-    "optim.name": ("sgd", "adamw", "lamb"),
-    "loss": ("ce", "bce"),
-    "dataset.augment": ("imagenet", "light", "none"),
-    "dataset.interpolation": ("bilinear", "bicubic", "nearest"),
-    "optim.lr_scaling": ("none", "linear", "sqrt"),
-    "schedule.name": ("step", "cosine"),
-    "checkpoint.save": ("all", "last", "best", "none"),
-    "dataset.loader": ("auto", "torch", "dali"),
-    "dataset.bad_images": ("error", "skip"),
-}
-
-
-def _select(cfg: Any, dotted: str) -> Any:
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
 def check_config(cfg: Any) -> None:
     """Checks that need more than a type; raises ConfigError naming the key and the fix."""
-    for key, allowed in _CHOICES.items():
-        value = _select(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
     positive = {
         "epochs": cfg.epochs,
         "dataset.batch_size": cfg.dataset.batch_size,

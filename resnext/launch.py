@@ -180,7 +180,7 @@ class HangDetected(RankFailed):
 
 
 def _spawn(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Worker) -> float:
-    container = OmegaConf.to_container(cfg, resolve=True)
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # re-typed by each rank
     reports = mp.get_context("spawn").SimpleQueue()
     # start_processes notices the first rank that exits with an error and we then terminate the others,
     # so no rank is left waiting in a collective for a peer that is gone.

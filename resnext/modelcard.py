@@ -29,8 +29,9 @@ def model_card(cfg: Any, class_names: Sequence[str]) -> Dict[str, Any]:
     crop = d.get("val_crop") or d.image_size
     # ImageNet/folder: shorter side to val_resize, centre crop. CIFAR and synthetic: the image is the crop.
     resize = d.val_resize if d.name in ("imagenet", "folder") else crop
-    return {"arch": cfg.model.arch, "num_classes": len(class_names), "class_names": list(class_names),
-            "stem": cfg.model.stem, "norm": cfg.model.norm, "image_size": int(crop), "resize": int(resize),
+    # Plain strings, not the config's Enums: the card goes into checkpoints and JSON for tools without resnext.
+    return {"arch": str(cfg.model.arch), "num_classes": len(class_names), "class_names": list(class_names),
+            "stem": str(cfg.model.stem), "norm": str(cfg.model.norm), "image_size": int(crop), "resize": int(resize),
             "mean": [float(m) for m in d.mean], "std": [float(s) for s in d.std]}
 
 

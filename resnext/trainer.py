@@ -78,7 +78,7 @@ def _checkpoint_state(cfg: DictConfig, model: nn.Module, optimizer, scheduler, a
         CARD_KEY: model_card(cfg, class_names),  # what export/predict need: arch, classes, eval preprocessing
         "epoch": epoch,  # the next epoch to run
         "step": step,  # the next step of that epoch: 0 at an epoch boundary (mid-epoch: resnext/preempt.py)
-        "arch": cfg.model.arch,
+        "arch": str(cfg.model.arch),  # plain, as every value here (checkpoint.save_atomic makes sure)
         "num_classes": num_classes,
         "schedule": resume.schedule_length(cfg, steps_per_epoch),  # a resume with other epochs rebuilds it
         "state_dict": model.state_dict(),
@@ -87,7 +87,7 @@ def _checkpoint_state(cfg: DictConfig, model: nn.Module, optimizer, scheduler, a
         "amp": amp.state_dict(),
         "best_acc1": best_acc1,
         "rng": checkpoint.capture_rng_state(ctx.device.rng_state()),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
     }
 
 

@@ -46,7 +46,8 @@ def recipe_fingerprint() -> Dict[str, Any]:
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="resnext.conf", version_base="1.3"):
         cfg = compose(config_name="config")
-    recipe = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_RECIPE}
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    recipe = {k: v for k, v in resolved.items() if k not in NOT_RECIPE}
     images, targets = make_synthetic(64, cfg.dataset.image_size, cfg.seed, cfg.dataset.num_classes)
     digest = hashlib.sha256(images.numpy().tobytes() + targets.numpy().tobytes()).hexdigest()
     return {"recipe": recipe, "synthetic_data_sha256": digest}

@@ -6,6 +6,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 import resnext
+from resnext import checkpoint
 from resnext.config import ConfigError, check_config
 from tests.conftest import compose_config
 
@@ -72,11 +73,57 @@ def test_unknown_group_option_fails():
         compose_config(["model=resnext51"])
 
 
+@pytest.mark.parametrize("override, valid", [
+    ("model.arch=vgg16", "[resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, resnet50]"),
+    ("model.stem=tiny", "[imagenet, cifar]"),
+    ("schedule.name=poly", "[step, cosine]"),
+    ("optim.lr_scaling=cubic", "[none, linear, sqrt]"),
+    ("amp.mode=fp8", "[off, fp16, bf16, apex]"),
+    ("dataset.name=mnist", "[synthetic, cifar10, imagenet, folder]"),
+    ("checkpoint.save=some", "[all, last, best, none]"),
+    ("dataset.bad_images=ignore", "[error, skip]"),
+    ("dataset.augment=heavy", "[imagenet, light, none]"),
+    ("dataset.interpolation=lanczos", "[bilinear, bicubic, nearest]"),
+    ("dataset.loader=opencv", "[auto, torch, dali]"),
+    ("device.type=tpu", "[auto, cpu, cuda, npu]"),
+    ("distributed.mode=mpi", "[none, spawn, env]"),
+    ("model.norm=layer", "[batch, group, frozen]"),
+    ("loss=mse", "[ce, bce]"),
+    ("optim.name=rmsprop", "[sgd, adamw, lamb]"),
+])
+def test_a_value_outside_a_keys_choices_is_refused_by_hydra_listing_the_valid_ones(override, valid):
+    key, value = override.split("=")
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config([override])
+    message = f"{info.value} {info.value.__cause__}"
+    assert f"Invalid value '{value}', expected one of {valid}" in message and f"full_key: {key}" in message
+
+
+def test_a_choice_reads_compares_and_serialises_as_its_plain_value(tmp_path):
+    """The code compares with strings and keys dicts by them; messages, YAML, JSON, CSV and checkpoints show
+    the value (fp16), never AmpMode.fp16; a spawned rank's re-typed config holds the same member."""
+    import json
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from resnext.choices import AmpMode
+    from resnext.config import typed_config
+
+    cfg = compose_config(["amp=fp16"])
+    mode = cfg.amp.mode
+    assert mode is AmpMode.fp16 and mode == "fp16" and {"fp16": 1}[mode] == 1 and mode in ("fp16", "apex")
+    assert f"{mode}|{mode:>5}|{str(mode)}|%s" % mode == "fp16| fp16|fp16|fp16"
+    assert "mode: fp16\n" in OmegaConf.to_yaml(cfg.amp) and json.dumps({"m": mode}) == '{"m": "fp16"}'
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert type(container["amp"]["mode"]) is str
+    assert typed_config(container).amp.mode is AmpMode.fp16
+    checkpoint.save_atomic({"amp": {"mode": mode}, "modes": [mode], "t": torch.ones(1)}, tmp_path / "c.pt")
+    loaded = torch.load(tmp_path / "c.pt", weights_only=True)  # a pickled member would be refused here
+    assert loaded["modes"] == ["fp16"] and type(loaded["amp"]["mode"]) is str
+
+
 @pytest.mark.parametrize("override, message", [
-    ("model.arch=vgg16", "model.arch='vgg16' is not one of"),
-    ("model.stem=tiny", "model.stem"),
-    ("schedule.name=poly", "schedule.name"),
-    ("optim.lr_scaling=cubic", "optim.lr_scaling"),
     ("epochs=0", "epochs=0 must be at least 1"),
     ("dataset.batch_size=0", "dataset.batch_size=0"),
     ("optim.lr=-0.1", "optim.lr=-0.1 must be positive"),

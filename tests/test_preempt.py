@@ -229,8 +229,7 @@ def test_a_stalled_rank_ends_the_job_within_the_timeout_naming_the_rank(tmp_path
 @pytest.mark.parametrize("override, key", [("checkpoint.every_steps=0", "checkpoint.every_steps"),
                                            ("checkpoint.every_minutes=-1", "checkpoint.every_minutes"),
                                            ("checkpoint.keep_last=-2", "checkpoint.keep_last"),
-                                           ("distributed.timeout_min=0", "distributed.timeout_min"),
-                                           ("dataset.bad_images=ignore", "dataset.bad_images")])
+                                           ("distributed.timeout_min=0", "distributed.timeout_min")])
 def test_bad_reliability_settings_are_refused_naming_the_key(override, key):
     from resnext.config import ConfigError, check_config
 

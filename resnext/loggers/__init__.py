@@ -58,7 +58,7 @@ def check_loggers(cfg: DictConfig) -> None:
 def flatten(node: Any, prefix: str = "") -> Dict[str, str]:
     """{"optim.lr": "0.1", ...}: every leaf of the resolved config as a dotted key and a string."""
     if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
+        node = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
     if not isinstance(node, dict):
         return {prefix: str(node)}
     flat: Dict[str, str] = {}
