@@ -13,14 +13,21 @@
 # with timeout_s 600. Results land in $OUT (benchmark.json/.md per configuration, summary.md, log.txt).
 # If DALI does not install, the script still measures everything that needs no DALI and says so.
 #
+# GPU_BENCHMARK_DRY=1 bash scripts/gpu_benchmark.sh checks on any machine, in seconds, that every command below
+# still composes with the config tree and passes check_config (no data, no GPU, nothing measured); a test runs it.
+# PYTHON names the interpreter (default python3).
+#
 # Budget (estimated, not measured): JPEG folder ~30 s, each configuration ~20-40 s + model build; the
-# compiled step adds ResNeXt-50's compile time (~1-2 min). Lower SECONDS to fit a shorter lease.
+# compiled step adds ResNeXt-50's compile time (~1-2 min). Lower SECONDS_EACH (default 15) to fit a shorter lease.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/log.txt") 2>&1
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
+PY=${PYTHON:-python3}
+DRY=${GPU_BENCHMARK_DRY:-0}
+FAILED=0
 SECONDS_EACH=${SECONDS_EACH:-15}
 DATA=/tmp/jpegs
 PARTS=16            # processes that write the JPEG folder, one class each
@@ -29,34 +36,45 @@ COMMON=(device=cuda_1p dataset=folder "dataset.root=$DATA" dataset.batch_size=25
         dataset.val_resize=256 "benchmark.seconds=$SECONDS_EACH" benchmark.warmup_steps=5 benchmark.e2e_steps=40
         fps_warmup_steps=5)
 
-python3 - <<'EOF' || { echo "hydra/omegaconf missing: install the bundles first (see the header)"; exit 3; }
+"$PY" - <<'EOF' || { echo "hydra/omegaconf missing: install the bundles first (see the header)"; exit 3; }
 import torch, hydra, omegaconf
-print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0))
+print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "(no GPU)")
 EOF
-if python3 -c "import nvidia.dali, nvidia.dali.plugin.pytorch; print('DALI', nvidia.dali.__version__)"; then
+if [ "$DRY" = 1 ]; then
+    HAVE_DALI=1; echo "dry run: composing each command only"  # every command, DALI's included
+elif "$PY" -c "import nvidia.dali, nvidia.dali.plugin.pytorch; print('DALI', nvidia.dali.__version__)"; then
     HAVE_DALI=1
 else
     HAVE_DALI=0; echo "NVIDIA DALI does not import: the DALI figures are left out"
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+[ "$DRY" = 1 ] || nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
-echo "== JPEG folder: $PARTS classes x $PER_CLASS train images, ~500x375 px, quality 90"
-rm -rf "$DATA" /tmp/jpeg_parts
-for k in $(seq 0 $((PARTS - 1))); do
-    python3 -c "from resnext.data.jpeg_tree import make_jpeg_tree; \
+make_jpegs() {  # the JPEG folder the loader and e2e figures read
+    echo "== JPEG folder: $PARTS classes x $PER_CLASS train images, ~500x375 px, quality 90"
+    rm -rf "$DATA" /tmp/jpeg_parts
+    for k in $(seq 0 $((PARTS - 1))); do
+        "$PY" -c "from resnext.data.jpeg_tree import make_jpeg_tree; \
 make_jpeg_tree('/tmp/jpeg_parts/$k', 1, $PER_CLASS, $((PER_CLASS / 8)), seed=$k)" &
-done
-wait
-for split in train val; do
-    mkdir -p "$DATA/$split"
-    for k in $(seq 0 $((PARTS - 1))); do mv "/tmp/jpeg_parts/$k/$split/class_000" "$DATA/$split/class_$(printf %03d "$k")"; done
-done
-du -sh "$DATA"
+    done
+    wait
+    for split in train val; do
+        mkdir -p "$DATA/$split"
+        for k in $(seq 0 $((PARTS - 1))); do mv "/tmp/jpeg_parts/$k/$split/class_000" "$DATA/$split/class_$(printf %03d "$k")"; done
+    done
+    du -sh "$DATA"
+}
+[ "$DRY" = 1 ] || make_jpegs
+rm -f "$OUT/commands.tsv"
 
 bench() {  # bench NAME overrides...: one configuration into $OUT/NAME
     local name=$1; shift
     echo "== $name: $*"
-    timeout 300 python3 -m resnext.benchmark "${COMMON[@]}" "hydra.run.dir=$OUT/$name" "$@" || echo "!! $name failed"
+    if [ "$DRY" = 1 ]; then  # one line per command, tab-separated, composed together at the end
+        (IFS=$'\t'; echo "$name	${COMMON[*]}	hydra.run.dir=$OUT/$name	$*") >> "$OUT/commands.tsv"
+    else
+        timeout 300 "$PY" -m resnext.benchmark "${COMMON[@]}" "hydra.run.dir=$OUT/$name" "$@" || { echo "!! $name failed"; FAILED=1; }
+    fi
 }
 
 # 1. Steps with data on the GPU: the ImageNet example's fp32 eager NCHW step vs bf16 + channels_last.
@@ -72,8 +90,30 @@ if [ "$HAVE_DALI" = 1 ]; then
     bench e2e_dali amp=bf16 dataset.loader=dali "benchmark.only=[e2e]"
 fi
 
+if [ "$DRY" = 1 ]; then
+    "$PY" - "$OUT/commands.tsv" <<'EOF'
+import sys
+from hydra import compose, initialize_config_module
+from resnext.benchmark import MEASURES
+from resnext.config import check_config
+failed = False
+with initialize_config_module(config_module="resnext.conf", version_base="1.3"):
+    for line in open(sys.argv[1]):
+        name, *overrides = line.rstrip("\n").split("\t")
+        try:
+            cfg = compose(config_name="config", overrides=overrides)
+            check_config(cfg)
+            assert set(cfg.benchmark.only) <= set(MEASURES), f"benchmark.only={list(cfg.benchmark.only)}"
+            print(f"{name}: composes")
+        except Exception as err:  # every command's verdict, not only the first failure's
+            print(f"!! {name} does not compose: {err}")
+            failed = True
+sys.exit(failed)
+EOF
+    exit $?
+fi
 echo "== summary"
-python3 - "$OUT" <<'EOF'
+"$PY" - "$OUT" <<'EOF'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 rows = ["| configuration | measure | img/s | median step ms |", "| --- | --- | ---: | ---: |"]
@@ -87,3 +127,4 @@ text = f"GPU: {env.get('gpu')}; torch {env.get('torch')}; DALI {env.get('dali')}
 (out / "summary.md").write_text(text + "\n")
 print(text)
 EOF
+exit $FAILED

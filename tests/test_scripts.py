@@ -43,3 +43,16 @@ def test_performance_script_prints_the_modelzoo_summary(tmp_path):
     assert (out / "0" / "train_0.log").exists()
     assert (out / "0" / f"{summary['CaseName']}.log").read_text().count(" = ") == len(summary)
     assert "Epoch: [0][3/3]" in proc.stdout  # stopped after --steps=3 through max_steps_per_epoch
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_every_gpu_benchmark_command_still_composes(tmp_path):
+    """scripts/gpu_benchmark.sh waits for a session with a GPU; its dry run catches a renamed key before that."""
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), "GPU_BENCHMARK_DRY": "1"}
+    proc = subprocess.run(["bash", str(REPO / "scripts/gpu_benchmark.sh")], env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("step_bf16", "step_bf16_compile", "loaders", "e2e_torch", "e2e_dali"):
+        assert f"{name}: composes" in proc.stdout
+    assert not (tmp_path / "summary.md").exists()  # nothing was measured
