@@ -2,7 +2,7 @@
 
 Why a room of its own: the trainer and the benchmark must resolve these the same way, and the choice
 is per device type (NHWC and TF32 pay off on CUDA Tensor Cores; on the 2-core CPU a channels_last
-ResNeXt-50 step ran at 0.77x of NCHW, see README "Performance"), not per model or per dataset.
+ResNeXt-50 step ran as fast as NCHW, no faster, see README "Performance"), not per model or per dataset.
 """
 from __future__ import annotations
 
