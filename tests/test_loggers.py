@@ -6,8 +6,6 @@ import importlib.util
 import json
 import logging
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from resnext.config import ConfigError
 from resnext.loggers import check_loggers, chosen, open_sinks, run_tags
 from resnext.loggers.base import Guarded, Sink
 from resnext.metrics import MetricsWriter
-from tests.conftest import compose_config, train_in_process
+from tests.conftest import cli_in_process, compose_config, train_in_process
 from tests.wandb_records import read_run
 
 
@@ -56,7 +54,7 @@ def test_mlflow_local_store_holds_params_metrics_tags_and_artifacts(tmp_path, mo
     monkeypatch.chdir(tmp_path)  # the default store is MLflow's sqlite:///mlflow.db in the working directory
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = compose_config(["logger=[mlflow,csv]", "epochs=2", "logger.mlflow.experiment=tiny",
-                          "logger.mlflow.log_artifacts=true", "max_steps_per_epoch=2"])
+                          "logger.mlflow.log_artifacts=true", "max_steps_per_epoch=1"])
     run_dir = tmp_path / "run"
     train_in_process(cfg, run_dir)
 
@@ -146,9 +144,8 @@ def test_wandb_offline_run_files_hold_config_and_metrics(tmp_path, monkeypatch):
     assert [(h["epoch"], h["acc1"]) for h in history if "epoch" in h] == [(0, 40), (1, 75)]
 
 
-def test_multirun_jobs_carry_sweep_dir_job_number_and_overrides(tmp_path):
-    subprocess.run([sys.executable, "-m", "resnext.train", "-m", "launch.dry_run=true", "seed=1,2"], cwd=tmp_path,
-                   check=True, capture_output=True, timeout=300)
+def test_multirun_jobs_carry_sweep_dir_job_number_and_overrides(tmp_path, monkeypatch):
+    assert cli_in_process(monkeypatch, tmp_path, ["-m", "launch.dry_run=true", "seed=1,2"]) == 0
     (job,) = [p.parent.parent for p in tmp_path.glob("outputs/multirun/*/*/1/.hydra/hydra.yaml")]
     tags = run_tags(job)
     assert tags["mode"] == "MULTIRUN" and tags["job_num"] == "1"
