@@ -47,8 +47,8 @@ def test_the_average_follows_the_ema_rule_every_n_steps_and_restarts_in_warmup()
 # Resume at an epoch boundary (tests/test_train.py points here): the raw training state, and the EMA, MixUp and
 # repeated augmentation on top of it, must all continue exactly.
 EMA_RUN = ["deterministic=true", "epochs=4", "schedule.warmup_epochs=1", "optim.nesterov=true",
-           "dataset.train_size=32", "model.ema=true", "model.ema_steps=1", "model.ema_decay=0.99",
-           "dataset.mixup_alpha=0.2", "dataset.ra_reps=2"]
+           "dataset.train_size=32", "dataset.val_size=20", "model.ema=true", "model.ema_steps=1",
+           "model.ema_decay=0.99", "dataset.mixup_alpha=0.2", "dataset.ra_reps=2"]
 
 
 def test_resume_is_bit_identical_with_the_ema_too_and_the_ema_is_the_runs_result(tmp_path, caplog):
@@ -77,6 +77,7 @@ def test_resume_is_bit_identical_with_the_ema_too_and_the_ema_is_the_runs_result
     torchvision.models.resnext50_32x4d(num_classes=10).load_state_dict(whole["ema"]["state_dict"], strict=True)
     # Evaluating model_best.pth.tar evaluates its EMA weights, and gives the recorded best.
     best = tmp_path / "whole" / checkpoint.BEST
-    acc1 = train_in_process(compose_config(["evaluate=true", f"model.weights={best}"]), tmp_path / "eval")
+    acc1 = train_in_process(compose_config(["dataset.val_size=20", "evaluate=true", f"model.weights={best}"]),
+                            tmp_path / "eval")
     assert acc1 == pytest.approx(whole["best_acc1"])
     assert final_weights(tmp_path / "whole").keys() == whole["ema"]["state_dict"].keys()
