@@ -36,19 +36,20 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from . import launch
-from .amp import MixedPrecision
-from .config import ConfigError, check_config, register_configs
+from .training import launch
+from .runtime.amp import MixedPrecision
+from .config.errors import ConfigError
+from .config.schema import check_config, register_configs
 from .data import build_loaders, check_dataset
 from .data.dali import DALI_DATASETS, PIP_LINE, import_dali
 from .data.jpeg_tree import make_jpeg_tree
-from .devices import Device
-from .engine import LoopSettings, train_one_epoch
-from .devices import RankContext
-from .models import build_model
-from .optim import build_optimizer, build_scheduler, effective_lr
-from .speed import apply_tf32, use_channels_last
-from .trainer import fit
+from .runtime.devices import Device
+from .training.engine import LoopSettings, train_one_epoch
+from .runtime.devices import RankContext
+from .models.build import build_model
+from .training.optim import build_optimizer, build_scheduler, effective_lr
+from .runtime.speed import apply_tf32, use_channels_last
+from .training.trainer import fit
 
 log = logging.getLogger("resnext")
 register_configs()

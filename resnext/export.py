@@ -24,9 +24,9 @@ import torch
 from omegaconf import MISSING
 from torch import nn
 
-from . import toolargs
-from .config import ConfigError
-from .modelcard import build_from_card, card_json, load_model
+from .config import toolargs
+from .config.errors import ConfigError
+from .models.card import build_from_card, card_json, load_model
 
 log = logging.getLogger("resnext")
 

@@ -19,9 +19,9 @@ import torch
 from omegaconf import MISSING
 from PIL import Image, UnidentifiedImageError
 
-from . import toolargs
-from .config import ConfigError
-from .modelcard import class_name, eval_transform, load_model
+from .config import toolargs
+from .config.errors import ConfigError
+from .models.card import class_name, eval_transform, load_model
 
 USAGE = "python -m resnext.predict checkpoint=PATH(.pth.tar|.onnx) inputs=PATH_OR_GLOB [topk=5] [csv=FILE] [json=FILE]"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

@@ -17,17 +17,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import checkpoint, launch, resume, sweep_resume
-from .config import ConfigError, check_config, register_configs
+from .models import checkpoint
+from .training import launch, resume
+from .sweeps import resume as sweep_resume
+from .config.errors import ConfigError
+from .config.schema import check_config, register_configs
 from .data import check_dataset, resolve_loader
 from .data.robust import BadImageError, bad_image_message
 from .loggers import check_loggers
-from .preempt import Preempted
-from .pretrained import ensure_cached, is_torchvision
-from .recipe_checks import check_recipe
-from .suggest import suggest_on_error
-from .sweep import place_job_on_devices, record_outcome
-from .trainer import fit
+from .runtime.preempt import Preempted
+from .models.pretrained import ensure_cached, is_torchvision
+from .training.recipe_checks import check_recipe
+from .config.suggest import suggest_on_error
+from .sweeps.callback import place_job_on_devices, record_outcome
+from .training.trainer import fit
 
 log = logging.getLogger("resnext")
 

@@ -21,7 +21,8 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, find_classes, make_dataset
 
-from .config import ConfigError, register_configs
+from .config.errors import ConfigError
+from .config.schema import register_configs
 from .data.checks import SPLITS, check_dataset, dataset_root
 
 CHUNK = 64  # files per task: large enough to amortise the inter-process round trip

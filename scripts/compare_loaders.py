@@ -23,7 +23,7 @@ from typing import Dict, List, Sequence
 import torch
 from hydra import compose, initialize_config_module
 
-from resnext.config import register_configs
+from resnext.config.schema import register_configs
 from resnext.data import build_loaders
 from resnext.data.jpeg_tree import make_jpeg_tree
 
@@ -75,7 +75,7 @@ def compare_accuracy(root: Path, overrides: Sequence[str]) -> Dict[str, dict]:
         run_dir = runs / f"eval_{loader}"
         _cli([*data, "evaluate=true", f"resume={checkpoint}", f"dataset.loader={loader}", f"hydra.run.dir={run_dir}"])
         results[loader] = json.loads((run_dir / "eval.json").read_text())
-        # Per class (resnext/perclass.py): class, index, samples, correct, ...; equal sums can hide swaps.
+        # Per class (resnext/loggers/perclass.py): class, index, samples, correct, ...; equal sums can hide swaps.
         rows = (run_dir / "per_class.csv").read_text().splitlines()[1:]
         results[loader]["correct_per_class"] = [int(row.split(",")[3]) for row in rows]
     (runs / "agreement.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -17,11 +17,11 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
-from resnext.config import register_configs
+from resnext.config.schema import register_configs
 from resnext.data import build_loaders
-from resnext.devices import Device
-from resnext.models import build_model
-from resnext.optim import build_optimizer, build_scheduler, effective_lr
+from resnext.runtime.devices import Device
+from resnext.models.build import build_model
+from resnext.training.optim import build_optimizer, build_scheduler, effective_lr
 
 
 def first_losses(overrides, steps: int):

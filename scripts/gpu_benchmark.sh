@@ -95,7 +95,7 @@ if [ "$DRY" = 1 ]; then
 import sys
 from hydra import compose, initialize_config_module
 from resnext.benchmark import MEASURES
-from resnext.config import check_config
+from resnext.config.schema import check_config
 failed = False
 with initialize_config_module(config_module="resnext.conf", version_base="1.3"):
     for line in open(sys.argv[1]):

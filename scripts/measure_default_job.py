@@ -39,7 +39,7 @@ def recipe_fingerprint() -> Dict[str, Any]:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from resnext.config import register_configs
+    from resnext.config.schema import register_configs
     from resnext.data.synthetic import make_synthetic
 
     register_configs()

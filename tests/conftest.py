@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from resnext.config import register_configs
+from resnext.config.schema import register_configs
 
 register_configs()
 
@@ -81,8 +81,8 @@ def tiny_overrides() -> List[str]:
 
 def train_in_process(cfg: DictConfig, run_dir: Path) -> float:
     """What train.main does after validation, without Hydra: plan the ranks, run them, return best Acc@1."""
-    from resnext import launch
-    from resnext.trainer import fit
+    from resnext.training import launch
+    from resnext.training.trainer import fit
 
     run_dir.mkdir(parents=True, exist_ok=True)
     return launch.run(cfg, launch.plan(cfg), run_dir, fit)

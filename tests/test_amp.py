@@ -12,10 +12,11 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_config
-from resnext import launch
-from resnext.amp import MixedPrecision, amp_problem
-from resnext.config import AmpConfig, ConfigError
-from resnext.devices import Device
+from resnext.training import launch
+from resnext.runtime.amp import MixedPrecision, amp_problem
+from resnext.config.schema import AmpConfig
+from resnext.config.errors import ConfigError
+from resnext.runtime.devices import Device
 
 CPU = Device("cpu")
 
@@ -160,7 +161,7 @@ def test_combine_grad_needs_ascend_apex(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_cuda_1p_trains_with_mixed_precision(tmp_path, amp):
-    from resnext.metrics import read_metrics
+    from resnext.loggers.metrics import read_metrics
     from tests.conftest import train_in_process
 
     if amp == "bf16" and not torch.cuda.is_bf16_supported():

@@ -9,7 +9,7 @@ from torch.utils.data import DistributedSampler
 from resnext.data.mixing import build_mixing
 from resnext.data.ra_sampler import RASampler
 from resnext.data.transforms import eval_transform, train_transform
-from resnext.metrics import correct_topk
+from resnext.training.meters import correct_topk
 from tests.test_data import config, folder_config, loaders_for, write_image_tree, write_noise_images
 
 

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from resnext.data.loaders import ResumableSampler
 from resnext.data.robust import BadImageError, GuardedSamples, bad_image_message
-from resnext.metrics import read_metrics
+from resnext.loggers.metrics import read_metrics
 from resnext.verify_data import main as verify_main
 from tests.conftest import compose_config, run_cli, train_in_process
 from tests.test_data import write_image_tree

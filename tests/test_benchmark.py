@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from resnext import benchmark
-from resnext.config import ConfigError
+from resnext.config.errors import ConfigError
 from tests.conftest import compose_config
 
 # Seconds per measurement are a fraction of a second: the figures mean nothing, the shape is what counts.

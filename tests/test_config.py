@@ -6,8 +6,9 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 import resnext
-from resnext import checkpoint
-from resnext.config import ConfigError, check_config
+from resnext.models import checkpoint
+from resnext.config.errors import ConfigError
+from resnext.config.schema import check_config
 from tests.conftest import compose_config
 
 CONF = Path(resnext.__file__).parent / "conf"
@@ -107,8 +108,8 @@ def test_a_choice_reads_compares_and_serialises_as_its_plain_value(tmp_path):
     import torch
     from omegaconf import OmegaConf
 
-    from resnext.choices import AmpMode
-    from resnext.config import typed_config
+    from resnext.config.choices import AmpMode
+    from resnext.config.schema import typed_config
 
     cfg = compose_config(["amp=fp16"])
     mode = cfg.amp.mode

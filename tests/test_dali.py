@@ -13,8 +13,8 @@ import torch
 from omegaconf import open_dict
 from torch.utils.data import DataLoader
 
-from resnext import checkpoint
-from resnext.config import ConfigError
+from resnext.models import checkpoint
+from resnext.config.errors import ConfigError
 from resnext.data import build_loaders, resolve_loader
 from resnext.data.dali import BadImageError, DaliLoader
 from resnext.data.jpeg_tree import make_jpeg_tree

@@ -17,7 +17,7 @@ from resnext.data import build_loaders, resolve_loader
 from resnext.data.dali import DaliLoader
 from resnext.data.jpeg_tree import make_jpeg_tree
 from resnext.data.transforms import light_padding
-from resnext.metrics import read_metrics
+from resnext.loggers.metrics import read_metrics
 from tests.conftest import compose_config, find_run_dir, run_cli, tiny_for
 
 dali = pytest.importorskip("nvidia.dali", reason='NVIDIA DALI not installed (pip install -e ".[dali]")')

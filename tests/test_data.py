@@ -18,7 +18,7 @@ from torch.utils.data import Subset
 from torchvision.datasets import CIFAR10
 
 from tests.conftest import compose_config
-from resnext.config import ConfigError
+from resnext.config.errors import ConfigError
 from resnext.data import ShardSampler, build_loaders, check_dataset
 
 CLASS_COLOURS = {"ant": (200, 30, 30), "bee": (30, 200, 30), "cat": (30, 30, 200)}

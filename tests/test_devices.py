@@ -6,9 +6,9 @@ import torch
 
 from tests import fake_npu
 from tests.conftest import compose_config
-from resnext import launch
-from resnext.config import ConfigError
-from resnext.devices import Device, resolve_type
+from resnext.training import launch
+from resnext.config.errors import ConfigError
+from resnext.runtime.devices import Device, resolve_type
 
 
 @pytest.fixture

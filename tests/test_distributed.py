@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tests.conftest import TINY, compose_config, train_in_process
-from resnext.checkpoint import load_checkpoint
-from resnext.metrics import read_metrics
+from resnext.models.checkpoint import load_checkpoint
+from resnext.loggers.metrics import read_metrics
 
 # GroupNorm is batch-independent (SyncBatchNorm does not run on CPU), so a 16-sample batch split 8 + 8 over
 # two ranks computes the same gradient as one rank with all 16 after DDP averages it.

@@ -9,9 +9,9 @@ import torch
 import torchvision
 from torch import nn
 
-from resnext import checkpoint
-from resnext.ema import ModelEma, ema_decay
-from resnext.metrics import read_metrics
+from resnext.models import checkpoint
+from resnext.training.ema import ModelEma, ema_decay
+from resnext.loggers.metrics import read_metrics
 from tests.conftest import compose_config, train_in_process
 from tests.test_train import assert_same_weights, final_weights, run_whole_stopped_and_resumed
 

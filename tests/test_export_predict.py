@@ -13,7 +13,7 @@ import torch
 
 from resnext import export, predict
 from resnext.data.synthetic import CLASSES, make_synthetic
-from resnext.modelcard import build_from_card, load_model
+from resnext.models.card import build_from_card, load_model
 from tests.conftest import compose_config, train_in_process
 
 
@@ -165,7 +165,7 @@ def test_evaluate_writes_per_class_table_and_confusion_picture(run_dir, tmp_path
 
 
 def test_confusion_picture_of_a_1000_class_set_shows_the_most_confused_classes(tmp_path):
-    from resnext.plots import CONFUSION_TOP_N, most_confused, write_confusion
+    from resnext.loggers.plots import CONFUSION_TOP_N, most_confused, write_confusion
 
     matrix = torch.diag(torch.full((1000,), 50, dtype=torch.int64))
     planted = [(3, 997), (500, 501), (42, 7)]  # true -> predicted mistakes

@@ -9,8 +9,9 @@ import torch.distributed as dist
 
 from tests import fake_npu
 from tests.conftest import compose_config
-from resnext import distributed, launch
-from resnext.config import ConfigError
+from resnext.runtime import distributed
+from resnext.training import launch
+from resnext.config.errors import ConfigError
 
 TORCHRUN_ENV = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4",
                 "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29400"}

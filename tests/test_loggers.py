@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from resnext.config import ConfigError
+from resnext.config.errors import ConfigError
 from resnext.loggers import check_loggers, chosen, open_sinks, run_tags
 from resnext.loggers.base import Guarded, Sink
-from resnext.metrics import MetricsWriter
-from resnext.preempt import Preempted
+from resnext.loggers.metrics import MetricsWriter
+from resnext.runtime.preempt import Preempted
 from tests.conftest import compose_config, train_in_process
 from tests.wandb_records import read_run
 
@@ -112,7 +112,7 @@ def test_a_run_that_stops_is_not_left_running_on_the_tracking_server(tmp_path, m
     def stop(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr("resnext.trainer.evaluate", stop)  # the first validation, after a training epoch
+    monkeypatch.setattr("resnext.training.trainer.evaluate", stop)  # the first validation, after a training epoch
     cfg = compose_config(["logger=mlflow", "logger.mlflow.experiment=stopped", "max_steps_per_epoch=1"])
     with pytest.raises(type(error)):
         train_in_process(cfg, tmp_path / "run")

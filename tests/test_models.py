@@ -7,8 +7,9 @@ import torchvision
 from omegaconf import OmegaConf
 from torch import nn
 
-from resnext.config import ConfigError, ModelConfig
-from resnext.models import build_model
+from resnext.config.errors import ConfigError
+from resnext.config.schema import ModelConfig
+from resnext.models.build import build_model
 
 
 def model_cfg(**kwargs):

@@ -10,11 +10,12 @@ from omegaconf import OmegaConf
 
 from tests import fake_npu
 from tests.conftest import compose_config, train_in_process
-from resnext import launch
-from resnext.amp import MixedPrecision
-from resnext.config import AmpConfig, ConfigError
-from resnext.devices import Device, resolve_type, zero_grad
-from resnext.npu_pairing import pairing_problem
+from resnext.training import launch
+from resnext.runtime.amp import MixedPrecision
+from resnext.config.schema import AmpConfig
+from resnext.config.errors import ConfigError
+from resnext.runtime.devices import Device, resolve_type, zero_grad
+from resnext.runtime.npu_pairing import pairing_problem
 
 NPU = Device("npu", 0)
 

@@ -14,9 +14,10 @@ from typing import List
 import pytest
 import torch
 
-from resnext import checkpoint, launch
-from resnext.metrics import read_metrics
-from resnext.preempt import EXIT_PREEMPTED
+from resnext.models import checkpoint
+from resnext.training import launch
+from resnext.loggers.metrics import read_metrics
+from resnext.runtime.preempt import EXIT_PREEMPTED
 from tests.conftest import TINY, compose_config, tiny_for, train_in_process
 from tests.test_data import write_image_tree, write_noise_images
 from tests.test_train import assert_same_weights, final_weights
@@ -189,7 +190,7 @@ def test_every_steps_writes_mid_epoch_checkpoints(tmp_path, monkeypatch):
 def stall_rank_1(cfg, ctx):
     """fit, except that rank 1 stops reading data after two batches (a hung file system, say)."""
     from resnext.data import robust
-    from resnext.trainer import fit
+    from resnext.training.trainer import fit
 
     if ctx.rank == 1:
         reads = {"n": 0}
@@ -231,14 +232,15 @@ def test_a_stalled_rank_ends_the_job_within_the_timeout_naming_the_rank(tmp_path
                                            ("checkpoint.keep_last=-2", "checkpoint.keep_last"),
                                            ("distributed.timeout_min=0", "distributed.timeout_min")])
 def test_bad_reliability_settings_are_refused_naming_the_key(override, key):
-    from resnext.config import ConfigError, check_config
+    from resnext.config.errors import ConfigError
+    from resnext.config.schema import check_config
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         check_config(compose_config([override]))
 
 
 def test_evaluate_with_resume_auto_and_nothing_to_resume_is_refused(tmp_path):
-    from resnext.config import ConfigError
+    from resnext.config.errors import ConfigError
 
     cfg = compose_config(["evaluate=true", "resume=auto"])
     with pytest.raises(ConfigError, match="evaluate=true with resume=auto.*checkpoint.pth.tar does not exist"):
@@ -250,7 +252,7 @@ def test_evaluate_with_resume_auto_and_nothing_to_resume_is_refused(tmp_path):
 def test_every_minutes_saves_on_rank_0_when_the_time_is_up(monkeypatch):
     from types import SimpleNamespace
 
-    from resnext import preempt
+    from resnext.runtime import preempt
 
     now = {"t": 1000.0}
     monkeypatch.setattr(preempt.time, "monotonic", lambda: now["t"])
@@ -273,7 +275,7 @@ def test_every_minutes_saves_on_rank_0_when_the_time_is_up(monkeypatch):
 
 
 def test_resume_auto_inside_a_slurm_job_keeps_the_run_dir_across_requeues(monkeypatch):
-    from resnext import distributed
+    from resnext.runtime import distributed
 
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     assert distributed.launcher_run_dir("spawn", "2026/12-00", "auto") == "2026/12-00"

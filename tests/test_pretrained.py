@@ -10,9 +10,9 @@ import torch
 import torchvision
 from torchvision.models import ResNeXt50_32X4D_Weights
 
-from resnext import pretrained
-from resnext.config import ConfigError
-from resnext.models import build_model
+from resnext.models import pretrained
+from resnext.config.errors import ConfigError
+from resnext.models.build import build_model
 from tests.test_data import config
 
 V2_FILE = "resnext50_32x4d-1a0047aa.pth"  # the file name in the V2 weights' url
@@ -88,7 +88,7 @@ def test_imagenet_category_names_travel_with_the_weights():
 
 def test_the_pre_launch_file_check_leaves_torchvision_weight_names_to_the_weights_api():
     """train.main checks model.weights files before launch; torchvision:<NAME> is not a file to read there."""
-    from resnext import resume
+    from resnext.training import resume
 
     resume.check_input_files(config("model.weights=torchvision:IMAGENET1K_V2"))  # no "no such file" refusal
     with pytest.raises(ConfigError, match="model.weights=/nowhere.pth: no such file"):

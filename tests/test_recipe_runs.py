@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from resnext.metrics import read_metrics
+from resnext.loggers.metrics import read_metrics
 from tests.conftest import compose_config, train_in_process
 from tests.recipe_data import write_noisy_colour_tree
 

@@ -8,11 +8,12 @@ import torch
 from torch import nn
 from omegaconf import OmegaConf
 
-from resnext.config import ConfigError, check_config
-from resnext.devices import Device
-from resnext.losses import BinaryCrossEntropy, build_criterion
-from resnext.optim import build_optimizer
-from resnext.recipe_checks import check_recipe
+from resnext.config.errors import ConfigError
+from resnext.config.schema import check_config
+from resnext.runtime.devices import Device
+from resnext.training.losses import BinaryCrossEntropy, build_criterion
+from resnext.training.optim import build_optimizer
+from resnext.training.recipe_checks import check_recipe
 from tests.conftest import TINY, compose_config, run_cli
 from tests.test_data import config
 

@@ -10,6 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from resnext import report
+from resnext.sweeps import results, summary
 
 
 def make_job(sweep_dir: Path, name: str, overrides: Sequence[str], *, lr: float = 0.1, batch: int = 256,
@@ -59,23 +60,23 @@ def grid_dir(tmp_path: Path) -> Path:
 
 
 def test_statuses_and_numbers_come_from_result_or_metrics(grid_dir: Path) -> None:
-    jobs = {j.job: j for j in report.collect_jobs(grid_dir)}
+    jobs = {j.job: j for j in results.collect_jobs(grid_dir)}
     assert [j.status for j in jobs.values()] == ["completed", "completed", "failed", "incomplete"]
     assert jobs["1"].best_acc1 == 55.5 and jobs["1"].wall_time_s == 12.0
     assert jobs["2"].error == "RuntimeError: a | b" and jobs["2"].best_acc1 is None
     running = jobs["3"]
     assert (running.best_acc1, running.final_train_loss, running.wall_time_s) == (70.0, 2.5, 10.0)
-    assert report.best_job(list(jobs.values())).job == "1"
+    assert results.best_job(list(jobs.values())).job == "1"
 
 
 def test_swept_keys_and_common_overrides(grid_dir: Path) -> None:
-    jobs = report.collect_jobs(grid_dir)
-    assert report.swept_keys(jobs) == ["optim.lr", "dataset.batch_size"]
-    assert report.common_overrides(jobs) == ["epochs=2", "dataset=synthetic"]
+    jobs = results.collect_jobs(grid_dir)
+    assert results.swept_keys(jobs) == ["optim.lr", "dataset.batch_size"]
+    assert results.common_overrides(jobs) == ["epochs=2", "dataset=synthetic"]
 
 
 def test_write_summary_files(grid_dir: Path) -> None:
-    report.write_summary(grid_dir)
+    summary.write_summary(grid_dir)
     rows = read_csv(grid_dir / "summary.csv")
     assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
     assert [r["best"] for r in rows] == ["", "1", "", ""]
@@ -94,7 +95,7 @@ def test_effective_lr_shown_when_scaled(tmp_path: Path) -> None:
     for num, batch in enumerate((128, 512)):
         make_job(tmp_path, str(num), [f"dataset.batch_size={batch}", "optim.lr_scaling=linear"], lr=0.1,
                  batch=batch, lr_scaling="linear", result=completed(10.0 + num))
-    report.write_summary(tmp_path)
+    summary.write_summary(tmp_path)
     assert [r["effective_lr"] for r in read_csv(tmp_path / "summary.csv")] == ["0.05", "0.2"]
     table = (tmp_path / "summary.md").read_text()
     assert "effective lr" in table and "| 1 ★ | 512 | 0.2 |" in table
@@ -106,7 +107,7 @@ def test_jobs_sorted_numerically_and_half_written_files_tolerated(tmp_path: Path
     with open(tmp_path / "10" / "metrics.jsonl", "a") as handle:
         handle.write('{"epoch": 1, "best_ac')  # the writer was interrupted mid-line
     (tmp_path / "2" / "result.json").write_text('{"status": "compl')  # read while being written
-    jobs = report.collect_jobs(tmp_path)
+    jobs = results.collect_jobs(tmp_path)
     assert [j.job for j in jobs] == ["1", "2", "10"]
     assert jobs[-1].best_acc1 == 10.0
     assert jobs[1].status == "incomplete" and jobs[1].best_acc1 == 2.0
@@ -118,7 +119,7 @@ def test_plot_cases(tmp_path: Path, kind: str) -> None:
         overrides = [f"optim.lr={0.1 * 2 ** num}"] if kind == "lr_only" else [f"optim.momentum={0.8 + num / 20}"]
         result = None if kind == "nothing_scored" else completed(float(num))
         make_job(tmp_path, str(num), overrides, lr=0.1 * 2 ** num if kind == "lr_only" else 0.1, result=result)
-    report.write_summary(tmp_path)
+    summary.write_summary(tmp_path)
     assert (tmp_path / "summary.png").is_file() == (kind != "nothing_scored")
     assert len(read_csv(tmp_path / "summary.csv")) == 3
 
@@ -144,5 +145,5 @@ def test_a_single_run_directory_is_refused_without_writing_anything(tmp_path: Pa
 
 
 def test_a_rebuild_leaves_no_lock_file(grid_dir: Path) -> None:
-    report.write_summary(grid_dir)
+    summary.write_summary(grid_dir)
     assert sorted(p.name for p in grid_dir.iterdir() if p.is_file()) == ["summary.csv", "summary.md", "summary.png"]

@@ -8,11 +8,12 @@ import statistics
 import pytest
 import torch
 
-from resnext import checkpoint, resume
-from resnext.checkpoint import CheckpointError
-from resnext.metrics import read_metrics
-from resnext.models import build_model
-from resnext.optim import build_scheduler
+from resnext.models import checkpoint
+from resnext.training import resume
+from resnext.models.checkpoint import CheckpointError
+from resnext.loggers.metrics import read_metrics
+from resnext.models.build import build_model
+from resnext.training.optim import build_scheduler
 from tests.conftest import compose_config, train_in_process
 
 ONE_STEP = ["max_steps_per_epoch=1"]

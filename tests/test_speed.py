@@ -8,10 +8,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from resnext.checkpoint import load_checkpoint
-from resnext.metrics import read_metrics
-from resnext.models import build_model
-from resnext.speed import apply_tf32, use_channels_last, use_tf32
+from resnext.models.checkpoint import load_checkpoint
+from resnext.loggers.metrics import read_metrics
+from resnext.models.build import build_model
+from resnext.runtime.speed import apply_tf32, use_channels_last, use_tf32
 from tests.conftest import compose_config, train_in_process
 
 

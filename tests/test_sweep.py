@@ -15,8 +15,10 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from tests.conftest import TINY, run_cli
-from resnext import report, sweep
-from resnext.config import ConfigError
+from resnext import report
+from resnext.sweeps import summary
+from resnext.sweeps import callback as sweep
+from resnext.config.errors import ConfigError
 
 # TINY, smaller still, one training step per job. The first job in a process pays for torch's warm-up
 # (~10 s on 2 cores); later jobs of a sequential sweep take 1-2 s, each parallel worker pays it again.
@@ -86,7 +88,7 @@ def test_grid_sweep_summary(grid_sweep: Path) -> None:
 @pytest.mark.slow
 def test_report_rebuilds_the_same_summary(grid_sweep: Path, tmp_path: Path) -> None:
     written = {name: (grid_sweep / name).read_text() for name in ("summary.csv", "summary.md")}
-    for name in report.SUMMARY_FILES:
+    for name in summary.SUMMARY_FILES:
         (grid_sweep / name).unlink()
     assert report.main([str(grid_sweep)]) == 0
     assert {name: (grid_sweep / name).read_text() for name in written} == written
@@ -132,7 +134,7 @@ def test_ready_sweep_composes_with_other_overrides() -> None:
     cfg = compose_with_hydra(["sweep=lr_bs", "epochs=3"])
     assert cfg.hydra.mode == RunMode.MULTIRUN and cfg.epochs == 3
     assert dict(cfg.hydra.sweeper.params) == {"optim.lr": "0.05,0.1,0.2", "dataset.batch_size": "128,256"}
-    assert cfg.hydra.callbacks.sweep_summary._target_ == "resnext.sweep.SweepSummary"
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "resnext.sweeps.callback.SweepSummary"
 
 
 def test_slurm_launcher_composes() -> None:

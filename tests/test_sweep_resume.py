@@ -11,8 +11,8 @@ import pytest
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from resnext import sweep_resume
-from resnext.config import ConfigError
+from resnext.sweeps import resume as sweep_resume
+from resnext.config.errors import ConfigError
 from tests.test_preempt import finish, start_cli, wait_for
 from tests.test_sweep import SWEEP_TINY, summary_rows
 

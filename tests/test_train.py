@@ -4,8 +4,9 @@ import json
 import pytest
 import torch
 
-from resnext import checkpoint, trainer
-from resnext.metrics import read_metrics
+from resnext.models import checkpoint
+from resnext.training import trainer
+from resnext.loggers.metrics import read_metrics
 from tests.conftest import compose_config, train_in_process
 
 
@@ -144,7 +145,7 @@ def test_resume_is_exact_with_random_augmentation_in_worker_processes(tmp_path, 
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    from resnext.engine import NonFiniteLossError
+    from resnext.training.engine import NonFiniteLossError
 
     real_epoch = trainer.train_one_epoch
 

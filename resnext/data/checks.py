@@ -23,7 +23,7 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension
 from torchvision.datasets.utils import check_integrity
 
-from ..config import ConfigError
+from ..config.errors import ConfigError
 from .synthetic import CLASSES as SYNTHETIC_CLASSES
 
 CIFAR10_CLASSES = 10

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from ..config import ConfigError
+from ..config.errors import ConfigError
 from . import dali_augment
 from .checks import dataset_root
 from .mixing import SeededMixing

@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sized
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from ..config import ConfigError
+from ..config.errors import ConfigError
 from . import dali, dali_augment
 from .datasets import build_datasets
 from .mixing import build_mixing, build_seeded_mixing

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset, Subset, get_worker_info
 from torchvision.datasets.folder import default_loader
 
-from ..config import ConfigError
+from ..config.errors import ConfigError
 
 log = logging.getLogger("resnext")
 

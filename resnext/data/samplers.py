@@ -1,7 +1,7 @@
 """Training samplers whose order depends only on (seed, epoch), and that can start inside an epoch.
 
 `ResumableSampler` is torch's DistributedSampler that can begin `skip` samples into its epoch order, for a
-mid-epoch resume (resnext/preempt.py). `RASampler` (repeated augmentation, data/ra_sampler.py) builds on
+mid-epoch resume (resnext/runtime/preempt.py). `RASampler` (repeated augmentation, data/ra_sampler.py) builds on
 it, so both samplers resume the same way.
 """
 from __future__ import annotations

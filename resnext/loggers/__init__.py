@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import ConfigError
+from ..config.errors import ConfigError
 from .base import Guarded, Sink
 from .local import CsvSink, TensorBoardSink
 from .remote import MlflowSink, WandbSink
@@ -116,7 +116,7 @@ def previous_runs(resumed_from: Optional[Path]) -> Dict[str, Dict[str, str]]:
 def open_sinks(cfg: DictConfig, run_dir: Path, resumed_from: Optional[Path] = None) -> List[Sink]:
     """The chosen sinks, opened, each already given the flattened config and the run's tags; when resuming from
     a checkpoint, MLflow and W&B continue the runs recorded beside it."""
-    from ..plots import CurvesSink  # matplotlib: imported only where a run writes pictures
+    from .plots import CurvesSink  # matplotlib: imported only where a run writes pictures
 
     run_dir = Path(run_dir)
     tags = run_tags(run_dir)

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
-from ..preempt import Preempted
+from ..runtime.preempt import Preempted
 
 log = logging.getLogger("resnext")
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..preempt import EXIT_PREEMPTED
+from ..runtime.preempt import EXIT_PREEMPTED
 from .base import FAILED, FINISHED, KILLED, Sink, scalars
 
 log = logging.getLogger("resnext")

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 
-from .config import ConfigError
+from ..config.errors import ConfigError
 
 log = logging.getLogger("resnext")
 

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torchvision.transforms import v2
 
-from .config import ConfigError
+from ..config.errors import ConfigError
 
 CARD_KEY = "model_card"
 # Where issue #11's EMA (torch.optim.swa_utils.AveragedModel) may keep its weights in a checkpoint.
@@ -95,7 +95,7 @@ def _weights(state: Dict[str, Any], ema: bool, path: str) -> Dict[str, torch.Ten
 
 def build_from_card(card: Dict[str, Any]) -> nn.Module:
     """A freshly initialised model of the card's arch, stem, norm and class count."""
-    from .models import build_model
+    from .build import build_model
 
     mcfg = OmegaConf.create({"arch": card["arch"], "zero_init_residual": False, "stem": card["stem"],
                              "norm": card["norm"], "weights": None})

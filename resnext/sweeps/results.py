@@ -1,7 +1,7 @@
 """A sweep's jobs as rows: read from what each job left on disk, and rendered as CSV and Markdown tables.
 
 Everything is rebuilt from the job directories (.hydra/, result.json, metrics.jsonl), never from
-in-memory sweep state, so the same code serves the sweep callback (resnext.sweep, after every job,
+in-memory sweep state, so the same code serves the sweep callback (resnext.sweeps.callback, after every job,
 whichever launcher ran it and on whichever machine) and `python -m resnext.report <sweep dir>` on a
 sweep that is still running or was interrupted.
 
@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from .optim import effective_lr
+from ..training.optim import effective_lr
 
 log = logging.getLogger("resnext")
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import ConfigError
+from ..config.errors import ConfigError
 from .optim import lamb_class
-from .pretrained import is_torchvision, resolve
+from ..models.pretrained import is_torchvision, resolve
 
 AUTO_AUGMENT = ("ta_wide", "randaugment", "autoaugment")
 # torchvision's RandAugment draws magnitudes from 31 bins: 0..30.

@@ -1,5 +1,5 @@
 """Pictures of one run: curves.png (loss, Acc@1, lr, FPS per epoch), redrawn after every epoch, and
-confusion.png for evaluate=true. (report.py draws the sweep summary; this module draws a single run.)
+confusion.png for evaluate=true. (sweeps/summary.py writes the sweep summary; this module draws a single run.)
 
 Images are written to a temporary file and renamed, so a viewer never sees half a PNG.
 """
@@ -11,7 +11,7 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from .loggers.base import Sink
+from .base import Sink
 from .metrics import read_metrics
 
 # Above this many classes the confusion picture shows only the classes involved in the most mistakes.

@@ -16,7 +16,7 @@ from typing import Mapping, Optional
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
-from .config import ConfigError
+from ..config.errors import ConfigError
 
 log = logging.getLogger("resnext")
 
@@ -97,7 +97,7 @@ def free_port(addr: str) -> int:
 
 
 # The process group's own timeout never goes below this: ranks that start slowly (imports on a busy node)
-# must still meet at the rendezvous. Shorter limits are the hang watchdog's job (resnext/watchdog.py).
+# must still meet at the rendezvous. Shorter limits are the hang watchdog's job (resnext/runtime/watchdog.py).
 MIN_GROUP_TIMEOUT_MIN = 1.0
 
 

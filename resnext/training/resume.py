@@ -20,10 +20,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from . import checkpoint
-from .checkpoint import AUTO, CheckpointError
-from .models import build_model
-from .pretrained import is_torchvision
+from ..models import checkpoint
+from ..models.checkpoint import AUTO, CheckpointError
+from ..models.build import build_model
+from ..models.pretrained import is_torchvision
 
 log = logging.getLogger("resnext")
 

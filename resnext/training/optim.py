@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
-from .config import ConfigError
-from .devices import Device
+from ..config.errors import ConfigError
+from ..runtime.devices import Device
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from . import pretrained
 from .checkpoint import load_checkpoint
-from .config import ConfigError
+from ..config.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .amp import MixedPrecision
-from .devices import RankContext, zero_grad
-from .metrics import Throughput, correct_topk
+from ..runtime.amp import MixedPrecision
+from ..runtime.devices import RankContext, zero_grad
+from .meters import Throughput, correct_topk
 
 log = logging.getLogger("resnext")
 
@@ -82,8 +82,8 @@ def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimiz
                     after_step: Optional[Callable[[int, int], None]] = None) -> Dict[str, float]:
     """One epoch from batch `first_step` (a mid-epoch resume; the loader then starts there too).
 
-    after_step(steps done, steps in the epoch) runs after each optimizer step: the EMA update (resnext/ema.py),
-    preemption and mid-epoch checkpoints (resnext/preempt.py); it may raise.
+    after_step(steps done, steps in the epoch) runs after each optimizer step: the EMA update (resnext/training/ema.py),
+    preemption and mid-epoch checkpoints (resnext/runtime/preempt.py); it may raise.
     """
     model.train()
     available = first_step + len(loader)

@@ -13,7 +13,7 @@ from typing import List, Sequence
 import torch
 import torch.distributed as dist
 
-from .devices import RankContext
+from ..runtime.devices import RankContext
 
 log = logging.getLogger("resnext")
 

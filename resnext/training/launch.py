@@ -19,13 +19,14 @@ import torch
 import torch.multiprocessing as mp
 from omegaconf import DictConfig, OmegaConf
 
-from . import distributed, preempt
-from .amp import amp_problem, describe_amp
-from .config import ConfigError, typed_config
-from .data.robust import BadImageError, bad_image_message
-from .devices import (ALLOWED_BACKENDS, BACKENDS, Device, RankContext, hardware_problem, layout_problem, local_devices,
-                      resolve_type)
-from .metrics import setup_process_logging
+from ..runtime import distributed, preempt
+from ..runtime.amp import amp_problem, describe_amp
+from ..config.errors import ConfigError
+from ..config.schema import typed_config
+from ..data.robust import BadImageError, bad_image_message
+from ..runtime.devices import (ALLOWED_BACKENDS, BACKENDS, Device, RankContext, hardware_problem, layout_problem,
+                               local_devices, resolve_type)
+from ..loggers.metrics import setup_process_logging
 from .optim import effective_lr
 
 # hydra.run.dir in conf/config.yaml calls this resolver; train.py imports this module before composing.
@@ -174,7 +175,7 @@ class RankFailed(RuntimeError):
 
 
 class HangDetected(RankFailed):
-    """A rank's hang watchdog ended the job (resnext/watchdog.py); the exit code says so to a job script."""
+    """A rank's hang watchdog ended the job (resnext/runtime/watchdog.py); the exit code says so to a job script."""
 
     exit_code = preempt.EXIT_HANG
 

@@ -23,9 +23,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .checkpoint import AUTO
-from .config import ConfigError
-from .report import read_json
+from ..models.checkpoint import AUTO
+from ..config.errors import ConfigError
+from .results import read_json
 
 log = logging.getLogger("resnext")
 

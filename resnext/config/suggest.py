@@ -1,9 +1,9 @@
 """"Did you mean `optim.lr`?" after Hydra refuses a mistyped key, and one line for a value outside a choice.
 
 Hydra's own error ("Key 'lrr' not in 'OptimConfig'") names the bad key but not the good one. The schema
-(resnext/config.py) knows every key, so after Hydra has printed its error and is exiting, the
+(resnext/config/schema.py) knows every key, so after Hydra has printed its error and is exiting, the
 command line's keys are compared with the schema's and the closest one is suggested. A value outside
-an Enum-typed key's choices (resnext/choices.py) gets the one line the project gives every refused
+an Enum-typed key's choices (resnext/config/choices.py) gets the one line the project gives every refused
 option, `model.arch='vgg16' is not one of ...`, and exit code 2 (a configuration problem), as when
 check_config refused it. Nothing happens when the run does not fail, so a valid key or value this
 walk does not know can never block a run.
@@ -18,7 +18,7 @@ import typing
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Type
 
 from .choices import Choice
-from .config import Config, ConfigStore
+from .schema import Config, ConfigStore
 
 _CUTOFF = 0.75  # difflib ratio: 'lrr' -> 'lr', 'bach_size' -> 'batch_size', not 'seed' -> 'deterministic'
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, List, Optional, Sequence, Type
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import ConfigError
+from .errors import ConfigError
 
 
 def parse(schema: Type[Any], argv: Sequence[str], usage: str) -> Any:

@@ -18,14 +18,14 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from .choices import plain_values
-from .config import ConfigError
+from ..config.choices import plain_values
+from ..config.errors import ConfigError
 
 LAST = "checkpoint.pth.tar"
 BEST = "model_best.pth.tar"
 # model_best keeps what evaluate and export need; optimizer, scheduler, scaler and RNG state stay in LAST.
-# class_names and model_card: what export and predict read (resnext.modelcard); ema and result: the EMA
-# weights and whether they are the run's result (resnext.ema), which evaluate and export use.
+# class_names and model_card: what export and predict read (resnext.models.card); ema and result: the EMA
+# weights and whether they are the run's result (resnext.training.ema), which evaluate and export use.
 BEST_KEYS = ("epoch", "arch", "num_classes", "state_dict", "best_acc1", "config", "class_names", "model_card",
              "ema", "result")
 

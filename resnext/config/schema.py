@@ -4,7 +4,7 @@ The dataclasses are registered in Hydra's ConfigStore as `resnext_schema`, which
 config (conf/config.yaml) lists first in its defaults. Every YAML file and every command-line
 override is therefore merged into typed nodes: an unknown key or a value of the wrong type
 fails at composition time with Hydra's own error, before any work starts. A key with a closed set of
-values (amp.mode, model.arch ...) is typed with an Enum of resnext/choices.py, so Hydra refuses any
+values (amp.mode, model.arch ...) is typed with an Enum of resnext/config/choices.py, so Hydra refuses any
 other value too and lists the valid ones.
 
 What a type cannot express (a positive batch, options that exclude each other) is checked in
@@ -20,10 +20,7 @@ from omegaconf import MISSING, OmegaConf
 
 from .choices import (AmpMode, Arch, Augment, BadImages, CheckpointSave, DatasetName, DeviceType, DistributedMode,
                       Interpolation, Loader, Loss, LrScaling, Norm, OptimName, ScheduleName, Stem)
-
-
-class ConfigError(ValueError):
-    """A run configuration that cannot work; the message says what to change."""
+from .errors import ConfigError
 
 
 @dataclass
@@ -38,7 +35,7 @@ class ModelConfig:
     # Path to a torchvision-format state dict, or torchvision:<weights enum name> (e.g. torchvision:IMAGENET1K_V2)
     # from torch's hub cache / download; the head is re-initialised if the class count differs.
     weights: Optional[str] = None
-    # Exponential moving average of the weights (resnext/ema.py), validated beside the raw model every epoch.
+    # Exponential moving average of the weights (resnext/training/ema.py), validated beside the raw model every epoch.
     # Defaults are torchvision's --model-ema-steps 32 --model-ema-decay 0.99998 (adjusted for batch and epochs).
     ema: bool = False
     ema_steps: int = 32
@@ -133,7 +130,7 @@ class DistributedConfig:
     mode: DistributedMode = DistributedMode.none
     backend: Optional[str] = None  # None: gloo (cpu), nccl (cuda), hccl (npu)
     sync_bn: bool = False
-    # Bounds every collective and the hang watchdog (resnext/watchdog.py); a float so tests can use seconds.
+    # Bounds every collective and the hang watchdog (resnext/runtime/watchdog.py); a float so tests can use seconds.
     timeout_min: float = 30
 
 
@@ -152,7 +149,7 @@ class CheckpointConfig:
 @dataclass
 class SweepConfig:
     # Issue #10: re-running a multirun with the same hydra.sweep.dir skips completed jobs, resumes
-    # interrupted ones from their checkpoints and reruns failed ones (resnext/sweep_resume.py).
+    # interrupted ones from their checkpoints and reruns failed ones (resnext/sweeps/resume.py).
     resume: bool = False
 
 

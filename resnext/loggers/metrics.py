@@ -1,72 +1,19 @@
-"""Meters, top-k accuracy, throughput, and the run's logs (stdout/train.log, metrics.jsonl, the logger sinks)."""
+"""The run's logs: stdout/train.log per rank, metrics.jsonl, and the logger sinks it feeds.
+
+Meters and throughput, which the hot loop computes, live in training/meters.py; this module only
+writes and reads what they measured.
+"""
 from __future__ import annotations
 
 import json
 import logging
 import sys
-import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-import torch
-
-from .loggers.base import FINISHED, run_status
+from .base import FINISHED, run_status
 
 log = logging.getLogger("resnext")
-
-
-class AverageMeter:
-    """Running sum and count; `avg` is the mean of everything seen so far."""
-
-    def __init__(self) -> None:
-        self.sum = 0.0
-        self.count = 0
-
-    def update(self, value: float, n: int = 1) -> None:
-        self.sum += value * n
-        self.count += n
-
-    @property
-    def avg(self) -> float:
-        return self.sum / max(self.count, 1)
-
-
-@torch.no_grad()
-def correct_topk(output: torch.Tensor, target: torch.Tensor, topk: Iterable[int] = (1, 5)) -> torch.Tensor:
-    """Number of samples whose target is within the top-k predictions, for each k (a tensor, no host sync).
-
-    A soft target row (MixUp/CutMix, [batch, classes]) counts as its largest share: its argmax.
-    """
-    if target.dim() == 2:
-        target = target.argmax(dim=1)
-    ks = [min(k, output.shape[1]) for k in topk]
-    _, pred = output.topk(max(ks), dim=1)
-    hits = pred.eq(target.view(-1, 1))
-    return torch.stack([hits[:, :k].any(dim=1).sum() for k in ks]).float()
-
-
-class Throughput:
-    """Images per second, leaving out the first `warmup_steps` steps (compile, autotune, cold caches)."""
-
-    def __init__(self, warmup_steps: int) -> None:
-        self.warmup_steps = warmup_steps
-        self.steps = 0
-        self.images = 0
-        self.start: Optional[float] = time.perf_counter() if warmup_steps == 0 else None
-
-    def step(self, batch_images: int) -> None:
-        """Call once a step has been issued; the clock starts when the last warm-up step ends."""
-        self.steps += 1
-        if self.steps <= self.warmup_steps:
-            self.start = time.perf_counter()
-        else:
-            self.images += batch_images
-
-    @property
-    def fps(self) -> float:
-        if self.start is None or self.images == 0:
-            return 0.0
-        return self.images / (time.perf_counter() - self.start)
 
 
 def setup_process_logging(run_dir: Path, rank: int) -> None:

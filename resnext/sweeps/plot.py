@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 from typing import Optional, Sequence
 
-from .sweep_results import BATCH_KEY, LR_KEY, JobResult
+from .results import BATCH_KEY, LR_KEY, JobResult
 
 
 def plot_summary(jobs: Sequence[JobResult], keys: Sequence[str], best: Optional[JobResult]) -> Optional[bytes]:

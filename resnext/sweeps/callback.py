@@ -20,8 +20,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .config import ConfigError
-from .report import read_json, write_summary
+from ..config.errors import ConfigError
+from .results import read_json
+from .summary import write_summary
 
 log = logging.getLogger("resnext")
 
@@ -106,7 +107,7 @@ def visible_device_count(kind: str) -> int:
     import torch
 
     if kind == "npu":
-        from .devices import import_torch_npu
+        from ..runtime.devices import import_torch_npu
 
         import_torch_npu()  # registers torch.npu; a ConfigError that says what to install if it cannot
         return torch.npu.device_count()
@@ -124,7 +125,7 @@ def place_job_on_devices(cfg: DictConfig) -> None:
     groups = cfg.device.spread_jobs
     if not groups or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return
-    from .devices import resolve_type
+    from ..runtime.devices import resolve_type
 
     kind = resolve_type(cfg.device.type)
     if kind == "cpu" or cfg.distributed.mode == "env":  # env: the ranks' launcher already chose the devices

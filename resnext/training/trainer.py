@@ -20,22 +20,24 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from . import checkpoint, ema as ema_room, preempt, resume
-from .amp import MixedPrecision
-from .data import build_loaders
-from .data.robust import SkipReport
-from .devices import RankContext
+from ..models import checkpoint
+from . import ema as ema_room, resume
+from ..runtime import preempt
+from ..runtime.amp import MixedPrecision
+from ..data import build_loaders
+from ..data.robust import SkipReport
+from ..runtime.devices import RankContext
 from .losses import build_criterion
 from .engine import LoopSettings, evaluate, train_one_epoch
-from .loggers import open_sinks
-from .metrics import MetricsWriter
-from .modelcard import CARD_KEY, model_card
-from .models import build_model
+from ..loggers import open_sinks
+from ..loggers.metrics import MetricsWriter
+from ..models.card import CARD_KEY, model_card
+from ..models.build import build_model
 from .optim import build_optimizer, build_scheduler, effective_lr
-from .perclass import ConfusionMeter, write_class_report
-from .pretrained import output_class_names
-from .speed import apply_tf32, use_channels_last
-from .watchdog import Watchdog
+from ..loggers.perclass import ConfusionMeter, write_class_report
+from ..models.pretrained import output_class_names
+from ..runtime.speed import apply_tf32, use_channels_last
+from ..runtime.watchdog import Watchdog
 
 log = logging.getLogger("resnext")
 
@@ -73,11 +75,11 @@ def _checkpoint_state(cfg: DictConfig, model: nn.Module, optimizer, scheduler, a
                       epoch: int, best_acc1: float, ctx: RankContext, num_classes: int,
                       steps_per_epoch: int, class_names, extra: Dict[str, Any], step: int = 0) -> Dict[str, Any]:
     return {
-        **extra,  # the EMA and whose Acc@1 is the result (resnext/ema.py)
+        **extra,  # the EMA and whose Acc@1 is the result (resnext/training/ema.py)
         "class_names": list(class_names),
         CARD_KEY: model_card(cfg, class_names),  # what export/predict need: arch, classes, eval preprocessing
         "epoch": epoch,  # the next epoch to run
-        "step": step,  # the next step of that epoch: 0 at an epoch boundary (mid-epoch: resnext/preempt.py)
+        "step": step,  # the next step of that epoch: 0 at an epoch boundary (mid-epoch: resnext/runtime/preempt.py)
         "arch": str(cfg.model.arch),  # plain, as every value here (checkpoint.save_atomic makes sure)
         "num_classes": num_classes,
         "schedule": resume.schedule_length(cfg, steps_per_epoch),  # a resume with other epochs rebuilds it

@@ -1,6 +1,6 @@
 """The closed sets of values that config keys take (amp.mode, model.arch ...), as Enums.
 
-A schema field typed with one of these (resnext/config.py) makes Hydra itself refuse any other value
+A schema field typed with one of these (resnext/config/schema.py) makes Hydra itself refuse any other value
 at composition, naming the key and listing the valid ones, before any work starts. The members are
 also plain strings: every name equals its value, because OmegaConf turns a YAML or command-line
 string into a member by name; `str` is mixed in, so the code keeps comparing with plain strings

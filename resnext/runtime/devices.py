@@ -17,7 +17,7 @@ from typing import Any, ContextManager, Iterable, List, Optional, Sequence
 
 import torch
 
-from .config import ConfigError
+from ..config.errors import ConfigError
 from .npu_pairing import imported_pairing_problem, installed_pairing_problem
 
 log = logging.getLogger("resnext")
