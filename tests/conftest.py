@@ -61,6 +61,20 @@ def run_cli(args: Sequence[str], cwd: Path, timeout: float = 300, env_extra: dic
     return proc
 
 
+def cli_in_process(monkeypatch: pytest.MonkeyPatch, cwd: Path, args: Sequence[str]) -> int:
+    """`python -m resnext.train <args>` in cwd, run by this process (the same Hydra composition, checks and exit
+    code, without the seconds a fresh interpreter spends importing torch); returns the exit code."""
+    from resnext import train
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["resnext.train", *args])
+    try:
+        train.cli()
+    except SystemExit as stop:
+        return stop.code
+    return 0
+
+
 def find_run_dir(cwd: Path) -> Path:
     """The single Hydra run directory under cwd/outputs."""
     runs = [p.parent for p in (cwd / "outputs").glob("*/*/.hydra")]

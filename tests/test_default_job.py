@@ -52,11 +52,12 @@ def test_each_preset_shows_only_keys_that_mean_something_for_it():
 
 @pytest.mark.slow
 def test_the_default_recipe_starts_near_chance_loss_not_far_above_it():
-    """Ten classes: chance is ln 10 = 2.3. Before the fix (no warm-up took effect) the mean was ~10."""
-    rows = load_script("first_steps").first_losses([], steps=10)
+    """Ten classes: chance is ln 10 = 2.3. Before the fix (no warm-up took effect) the mean of the first 10 steps
+    was ~10; of the first 5, which this checks, 6.3 (2026-11-28: 2.4 with the fix)."""
+    rows = load_script("first_steps").first_losses([], steps=5)
     mean = sum(loss for _, _, loss in rows) / len(rows)
     assert rows[0][1] == pytest.approx(0.001), "the first step must run at the warm-up's start lr"
-    assert mean < 3.0, f"first 10 steps' mean loss {mean:.2f}"
+    assert mean < 3.0, f"first 5 steps' mean loss {mean:.2f}"
 
 
 def test_readme_quotes_the_measured_default_job_and_the_recipe_is_the_one_measured():

@@ -13,7 +13,7 @@ from resnext.models import checkpoint
 from resnext.training.ema import ModelEma, ema_decay
 from resnext.loggers.metrics import read_metrics
 from tests.conftest import compose_config, train_in_process
-from tests.test_train import assert_same_weights, final_weights, run_whole_stopped_and_resumed
+from tests.test_train import assert_same_weights, final_weights, run_whole_and_resumed
 
 
 def _mcfg(steps: int = 1, decay: float = 0.9) -> SimpleNamespace:
@@ -44,20 +44,27 @@ def test_the_average_follows_the_ema_rule_every_n_steps_and_restarts_in_warmup()
     assert torch.equal(ema.module.weight, model.weight)
 
 
-EMA_RUN = ["deterministic=true", "epochs=3", "schedule.warmup_epochs=1", "dataset.train_size=32", "model.ema=true",
-           "model.ema_steps=1", "model.ema_decay=0.99", "dataset.mixup_alpha=0.2", "dataset.ra_reps=2"]
+# Resume at an epoch boundary (tests/test_train.py points here): the raw training state, and the EMA, MixUp and
+# repeated augmentation on top of it, must all continue exactly.
+EMA_RUN = ["deterministic=true", "epochs=4", "schedule.warmup_epochs=1", "optim.nesterov=true",
+           "dataset.train_size=32", "dataset.val_size=20", "model.ema=true", "model.ema_steps=1",
+           "model.ema_decay=0.99", "dataset.mixup_alpha=0.2", "dataset.ra_reps=2"]
 
 
-def test_ema_resume_is_bit_identical_and_the_ema_is_the_runs_result(tmp_path, monkeypatch, caplog):
+def test_resume_is_bit_identical_with_the_ema_too_and_the_ema_is_the_runs_result(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="resnext")
-    run_whole_stopped_and_resumed(EMA_RUN, tmp_path, monkeypatch, stop_epoch=2)
+    run_whole_and_resumed(EMA_RUN, tmp_path, resume_epoch=2)
 
     whole = checkpoint.load_checkpoint(tmp_path / "whole" / checkpoint.LAST)
     again = checkpoint.load_checkpoint(tmp_path / "resumed" / checkpoint.LAST)
     assert_same_weights(whole["state_dict"], again["state_dict"])
     assert_same_weights(whole["ema"]["state_dict"], again["ema"]["state_dict"])
-    assert int(whole["ema"]["n_averaged"]) == int(again["ema"]["n_averaged"]) == 4  # epoch 0 (warm-up) restarted it at every step
+    # Epoch 0 (warm-up) restarted the average at every step; epochs 1-3 add 2 steps each.
+    assert int(whole["ema"]["n_averaged"]) == int(again["ema"]["n_averaged"]) == 6
     records, rest = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "resumed")
+    assert [r["epoch"] for r in rest] == [2, 3]
+    assert [r["train_loss"] for r in rest] == [r["train_loss"] for r in records[2:]]
+    assert [r["lr"] for r in rest] == [r["lr"] for r in records[2:]]
     assert [r["ema_acc1"] for r in rest] == [r["ema_acc1"] for r in records[2:]]
     assert [r["ema_val_loss"] for r in rest] == [r["ema_val_loss"] for r in records[2:]]
     # The EMA differs from the raw weights, and it is what best_acc1 and model_best follow.
@@ -70,6 +77,7 @@ def test_ema_resume_is_bit_identical_and_the_ema_is_the_runs_result(tmp_path, mo
     torchvision.models.resnext50_32x4d(num_classes=10).load_state_dict(whole["ema"]["state_dict"], strict=True)
     # Evaluating model_best.pth.tar evaluates its EMA weights, and gives the recorded best.
     best = tmp_path / "whole" / checkpoint.BEST
-    acc1 = train_in_process(compose_config(["evaluate=true", f"model.weights={best}"]), tmp_path / "eval")
+    acc1 = train_in_process(compose_config(["dataset.val_size=20", "evaluate=true", f"model.weights={best}"]),
+                            tmp_path / "eval")
     assert acc1 == pytest.approx(whole["best_acc1"])
     assert final_weights(tmp_path / "whole").keys() == whole["ema"]["state_dict"].keys()

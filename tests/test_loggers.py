@@ -6,8 +6,6 @@ import importlib.util
 import json
 import logging
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from resnext.loggers import check_loggers, chosen, open_sinks, run_tags
 from resnext.loggers.base import Guarded, Sink
 from resnext.loggers.metrics import MetricsWriter
 from resnext.runtime.preempt import Preempted
-from tests.conftest import compose_config, train_in_process
+from tests.conftest import cli_in_process, compose_config, train_in_process
 from tests.wandb_records import read_run
 
 
@@ -57,7 +55,7 @@ def test_mlflow_local_store_holds_params_metrics_tags_and_artifacts(tmp_path, mo
     monkeypatch.chdir(tmp_path)  # the default store is MLflow's sqlite:///mlflow.db in the working directory
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = compose_config(["logger=[mlflow,csv]", "epochs=2", "logger.mlflow.experiment=tiny",
-                          "logger.mlflow.log_artifacts=true", "max_steps_per_epoch=2"])
+                          "logger.mlflow.log_artifacts=true", "max_steps_per_epoch=1"])
     run_dir = tmp_path / "run"
     train_in_process(cfg, run_dir)
 
@@ -207,9 +205,8 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
     assert read_run(runs[-1])["config"]["epochs"] == "2"
 
 
-def test_multirun_jobs_carry_sweep_dir_job_number_and_overrides(tmp_path):
-    subprocess.run([sys.executable, "-m", "resnext.train", "-m", "launch.dry_run=true", "seed=1,2"], cwd=tmp_path,
-                   check=True, capture_output=True, timeout=300)
+def test_multirun_jobs_carry_sweep_dir_job_number_and_overrides(tmp_path, monkeypatch):
+    assert cli_in_process(monkeypatch, tmp_path, ["-m", "launch.dry_run=true", "seed=1,2"]) == 0
     (job,) = [p.parent.parent for p in tmp_path.glob("outputs/multirun/*/*/1/.hydra/hydra.yaml")]
     tags = run_tags(job)
     assert tags["mode"] == "MULTIRUN" and tags["job_num"] == "1"

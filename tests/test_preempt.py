@@ -55,20 +55,37 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
     return out
 
 
-# ---- SIGTERM mid-epoch, then resume=auto: the weights of an uninterrupted run ----
+# ---- noise images, random crops and flips in a DataLoader worker: resume must replay the same draws ----
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_sigterm_mid_epoch_then_resume_auto_ends_bit_identical(tmp_path):
-    root = write_image_tree(tmp_path / "data", per_class=8)
+@pytest.fixture(scope="module")
+def noisy_run(tmp_path_factory):
+    """(overrides, directory) of an uninterrupted 2-epoch run that both resume tests below must end at; it keeps a
+    copy of its checkpoint after each epoch (checkpoint.keep_last)."""
+    tmp = tmp_path_factory.mktemp("noisy")
+    root = write_image_tree(tmp / "data", per_class=8)
     write_noise_images(root)  # every crop and flip differs: the augmentation streams must be restored
     # loader=torch: bit-identical mid-epoch resume is the torch loader's promise (README: DALI's is not).
     overrides = [*tiny_for(["dataset=folder"]), "dataset=folder", f"dataset.root={root}", "dataset.loader=torch",
                  "dataset.image_size=16", "dataset.val_resize=18",
                  "dataset.workers=1", "dataset.batch_size=6", "dataset.val_batch_size=12", "deterministic=true",
                  "epochs=2", "model.norm=group", "print_freq=1"]
-    train_in_process(compose_config(overrides), tmp_path / "whole")
+    train_in_process(compose_config([*overrides, "checkpoint.keep_last=2"]), tmp / "whole")
+    return overrides, tmp / "whole"
 
+
+@pytest.mark.slow
+def test_resume_at_an_epoch_boundary_replays_the_worker_augmentation(noisy_run, tmp_path):
+    overrides, whole = noisy_run
+    after_epoch_0 = whole / checkpoint.EPOCH_COPY.format(epoch=0)
+    train_in_process(compose_config([*overrides, f"resume={after_epoch_0}"]), tmp_path / "resumed")
+    assert [r["epoch"] for r in read_metrics(tmp_path / "resumed")] == [1]
+    assert_same_weights(final_weights(whole), final_weights(tmp_path / "resumed"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigterm_mid_epoch_then_resume_auto_ends_bit_identical(noisy_run, tmp_path):
+    overrides, whole = noisy_run
     run_dir = tmp_path / "run"
     args = [*overrides, "resume=auto", f"hydra.run.dir={run_dir}"]
     proc = start_cli(args, tmp_path)
@@ -84,7 +101,7 @@ def test_sigterm_mid_epoch_then_resume_auto_ends_bit_identical(tmp_path):
     out = finish(proc)
     assert proc.returncode == 0, out
     assert f"at epoch 0 step {state['step']}" in out
-    assert_same_weights(final_weights(tmp_path / "whole"), final_weights(run_dir))
+    assert_same_weights(final_weights(whole), final_weights(run_dir))
 
 
 # ---- SIGTERM to the spawn parent: the ranks checkpoint and leave together ----
@@ -109,8 +126,9 @@ def test_sigterm_to_the_spawn_parent_checkpoints_and_exits_cleanly(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_kill_9_at_random_moments_then_resume_auto_ends_with_the_same_weights(tmp_path):
-    overrides = [*TINY, "deterministic=true", "epochs=2", "checkpoint.every_steps=1", "print_freq=1"]
-    train_in_process(compose_config(overrides), tmp_path / "whole")
+    run = [*TINY, "deterministic=true", "epochs=2", "print_freq=1"]
+    overrides = [*run, "checkpoint.every_steps=1"]
+    train_in_process(compose_config(run), tmp_path / "whole")  # no mid-epoch checkpoints: they change nothing either
     run_dir = tmp_path / "run"
     args = [*overrides, "resume=auto", f"hydra.run.dir={run_dir}"]
     rng = random.Random(0)

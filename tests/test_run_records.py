@@ -1,26 +1,19 @@
 """What a run leaves behind, run as `python -m resnext.train` (in this process, for speed): nothing for a
 refusal or a dry run, a failed record with its traceback, per-step TensorBoard scalars, "did you mean"."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from resnext import train
-from tests.conftest import TINY
+from tests.conftest import TINY, cli_in_process
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def cli(monkeypatch, tmp_path, *args) -> int:
-    """`python -m resnext.train <args>` in tmp_path; returns the exit code (0 when main returned)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["resnext.train", *TINY, *args])
-    try:
-        train.cli()
-    except SystemExit as stop:
-        return stop.code
-    return 0
+    """`python -m resnext.train <TINY> <args>` in tmp_path; returns the exit code (0 when main returned)."""
+    return cli_in_process(monkeypatch, tmp_path, [*TINY, *args])
 
 
 def run_dirs(tmp_path):
