@@ -33,6 +33,12 @@ TINY = [
 ]
 
 
+# Image size for CPU runs under amp=bf16. At 16 px, layer3 leaves 1x1 maps and the weight gradient of layer4.0.conv2
+# (grouped 3x3, stride 2) in bf16 is sometimes garbage on torch 2.14.1's CPU kernels (up to 1e30, then NaN losses;
+# 2 of 8 identical backward passes on 2026-12-03, also with one thread); at 32 px none of 8 was.
+BF16_IMAGE_SIZE = 32
+
+
 # Keys only dataset=synthetic has (its schema, SyntheticDatasetConfig): TINY drops them for other datasets.
 SYNTHETIC_ONLY = ("dataset.train_size", "dataset.val_size")
 

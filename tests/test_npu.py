@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tests import fake_npu
-from tests.conftest import compose_config, train_in_process
+from tests.conftest import BF16_IMAGE_SIZE, compose_config, train_in_process
 from resnext.training import launch
 from resnext.runtime.amp import MixedPrecision
 from resnext.config.schema import AmpConfig
@@ -151,6 +151,7 @@ def test_npu_1p_trains_on_the_standin_with_fused_sgd_int32_targets_and_its_card(
     monkeypatch.setattr(torch.nn.functional, "cross_entropy",
                         lambda input, target, *a, **k: seen.append(target.dtype) or loss_fn(input, target, *a, **k))
     cfg = compose_config(["device=npu_1p", "device.device_list=[3]", "amp=bf16", "max_steps_per_epoch=2",
+                          f"dataset.image_size={BF16_IMAGE_SIZE}",
                           "dataset.val_size=8", "dataset.val_batch_size=8", "dataset.pin_memory=false"])
     acc1 = train_in_process(cfg, tmp_path / "run")
     assert 0.0 <= acc1 <= 100.0 and seen and set(seen) == {torch.int32}

@@ -12,7 +12,7 @@ from resnext.models.checkpoint import load_checkpoint
 from resnext.loggers.metrics import read_metrics
 from resnext.models.build import build_model
 from resnext.runtime.speed import apply_tf32, use_channels_last, use_tf32
-from tests.conftest import compose_config, train_in_process
+from tests.conftest import BF16_IMAGE_SIZE, compose_config, train_in_process
 
 
 @pytest.mark.parametrize("setting, device, expected", [
@@ -41,7 +41,9 @@ def test_compiled_model_trains_with_bf16_autocast_and_saves_plain_weights(tmp_pa
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(model) or real_compile(
         model, backend="aot_eager", **kw))
-    cfg = compose_config(["model.compile=true", "amp=bf16", "max_steps_per_epoch=2", "validate=false"])
+    # 32 px, not TINY's 16: see BF16_IMAGE_SIZE in tests/conftest.py.
+    cfg = compose_config(["model.compile=true", "amp=bf16", "max_steps_per_epoch=2", "validate=false",
+                          f"dataset.image_size={BF16_IMAGE_SIZE}"])
     train_in_process(cfg, tmp_path)
     assert compiled, "model.compile=true did not call torch.compile"
     record = read_metrics(tmp_path)[-1]
