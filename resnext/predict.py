@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .config import toolargs
 from .config.errors import ConfigError
-from .models.card import class_name, eval_transform, load_model
+from .models.card import card_from_json, class_name, eval_transform, load_model
 
 USAGE = "python -m resnext.predict checkpoint=PATH(.pth.tar|.onnx) inputs=PATH_OR_GLOB [topk=5] [csv=FILE] [json=FILE]"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -72,7 +72,8 @@ def _onnx_backend(path: str) -> Tuple[Forward, Dict[str, Any]]:
     if "resnext" not in meta:
         raise ConfigError(f"checkpoint={path} carries no resnext model card: export it with python -m resnext.export")
     name = session.get_inputs()[0].name
-    return (lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])), json.loads(meta["resnext"])
+    card = card_from_json(meta["resnext"], f"checkpoint={path}")
+    return (lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])), card
 
 
 def _device(name: str) -> torch.device:

@@ -123,7 +123,7 @@ def test_predict_from_checkpoint_and_from_onnx_agree(run_dir, images, tmp_path, 
 @pytest.mark.parametrize("tool, args, message", [
     (export, ["checkpoint=/nonexistent/model_best.pth.tar", "format=onnx"], "checkpoint=/nonexistent/model_best"
                                                                           ".pth.tar: no such file"),
-    (export, ["checkpoint={garbage}", "format=onnx"], "is not a readable PyTorch checkpoint"),
+    (export, ["checkpoint={garbage}", "format=onnx"], "cannot be loaded: it is not a PyTorch checkpoint"),
     (export, ["checkpoint={ckpt}", "format=tflite"], "format='tflite' is not one of onnx, torchscript, safetensors"),
     (export, ["chekpoint={ckpt}", "format=onnx"], "Key 'chekpoint' not in 'ExportArgs'"),
     (export, ["format=onnx"], "checkpoint must be given"),
@@ -131,7 +131,7 @@ def test_predict_from_checkpoint_and_from_onnx_agree(run_dir, images, tmp_path, 
     (predict, ["checkpoint={ckpt}", "inputs={tmp}/*.jpg"], "no images there"),
     (predict, ["checkpoint={ckpt}", "inputs={images}", "device=tpu"], "device=tpu cannot be used here"),
     (predict, ["checkpoint={garbage_onnx}", "inputs={images}"], "is not a readable ONNX model"),
-    (predict, ["checkpoint={garbage}", "inputs={images}"], "is not a readable PyTorch checkpoint"),
+    (predict, ["checkpoint={garbage}", "inputs={images}"], "cannot be loaded: it is not a PyTorch checkpoint"),
 ])
 def test_user_mistakes_end_in_one_line_and_exit_2(run_dir, images, tmp_path, capsys, tool, args, message):
     (tmp_path / "garbage.pth.tar").write_bytes(b"not a checkpoint at all")
