@@ -143,6 +143,61 @@ def test_user_mistakes_end_in_one_line_and_exit_2(run_dir, images, tmp_path, cap
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_an_export_with_huge_logits_passes_the_scaled_check(run_dir, tmp_path, capsys):
+    """fc scaled by 1e5: logits of ~1e5, so ONNX differs by far more than the old fixed 1e-3 (a correct export)."""
+    from resnext.models.checkpoint import save_atomic
+
+    state = torch.load(run_dir / "model_best.pth.tar", weights_only=True)
+    for key in ("fc.weight", "fc.bias"):
+        state["state_dict"][key] = state["state_dict"][key] * 1e5
+    save_atomic(state, tmp_path / "huge.pth.tar")
+    assert export.main([f"checkpoint={tmp_path / 'huge.pth.tar'}", "format=onnx"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["max_abs_diff"] > 1e-3 and result["max_rel_diff"] < 1e-5  # refused before, passes now
+    assert result["top1_agree"] == result["images"] == export.CHECK_BATCH
+
+
+def test_a_broken_export_fails_with_both_figures(run_dir, tmp_path, monkeypatch, capsys):
+    """The written file's weights differ a little (as a bad write would): the check refuses it, exit 2."""
+    import safetensors.torch
+
+    real_load = safetensors.torch.load_file
+
+    def damaged_load(path, *args, **kwargs):
+        tensors = real_load(path, *args, **kwargs)
+        tensors["fc.weight"] = tensors["fc.weight"] * 1.01
+        return tensors
+
+    monkeypatch.setattr(safetensors.torch, "load_file", damaged_load)
+    out = tmp_path / "broken.safetensors"
+    assert export.main([f"checkpoint={run_dir / 'model_best.pth.tar'}", "format=safetensors", f"out={out}"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"the safetensors export differs from PyTorch on {export.CHECK_BATCH} generated images: worst " in err
+    assert "of the image's largest logit (allowed: atol 1e-05 + rtol 1e-05 x that), top-1 agrees on " in err
+    assert f"{out} is kept for inspection" in err
+
+
+def test_the_check_scales_with_each_images_logits_and_tolerates_ties():
+    want = torch.tensor([[1e5, -3e4, 0.5], [2.0, 1.0, -1.0]])
+    near_zero = want + torch.tensor([[1.0, 0.5, 0.8], [0.0, 0.0, 0.0]])  # 1e-5 of the row: 160% of the 0.5 logit
+    assert export.compare(near_zero, want, rtol=1e-4, atol=1e-4)["ok"]
+    assert not export.compare(want * 1.001, want, rtol=1e-4, atol=1e-4)["ok"]
+    other_answer = export.compare(torch.tensor([[1.0, 2.0]]), torch.tensor([[2.0, 1.0]]), rtol=0.0, atol=10.0)
+    assert not other_answer["ok"] and other_answer["top1_agree"] == 0  # a loose tolerance keeps the answers
+    assert not export.compare(torch.full((1, 3), float("nan")), want[:1], rtol=1e-4, atol=1e-4)["ok"]
+
+
+def test_the_check_images_are_the_cards_eval_preprocessing_of_pictures():
+    card = {"resize": 256, "image_size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    images = export.check_images(card, 2, seed=0)
+    assert images.shape == (2, 3, 224, 224)
+    mean, std = torch.tensor(card["mean"]).view(1, 3, 1, 1), torch.tensor(card["std"]).view(1, 3, 1, 1)
+    pixels = images * std + mean  # back to [0, 1]: normalised pictures, not noise
+    assert pixels.min() > -1e-5 and pixels.max() < 1 + 1e-5
+    assert torch.equal(images, export.check_images(card, 2, seed=0))  # the seed fixes them
+
+
 def test_a_missing_export_package_is_named_with_the_pip_line(run_dir, monkeypatch, capsys):
     import importlib.util
 
