@@ -112,8 +112,9 @@ def test_predict_from_checkpoint_and_from_onnx_agree(run_dir, images, tmp_path, 
         assert Path(result["file"]).name in printed
     with table_csv.open() as f:
         assert len(list(csv.DictReader(f))) == 15
-    from_onnx = predict.predict(predict.toolargs.parse(predict.PredictArgs, [
+    from_onnx, skipped = predict.predict(predict.toolargs.parse(predict.PredictArgs, [
         f"checkpoint={run_dir / 'model_best.onnx'}", f"inputs={images}/**/*.png", "topk=3"], predict.USAGE))
+    assert skipped == []
     assert [r["file"] for r in from_onnx] == [r["file"] for r in from_torch]
     for a, b in zip(from_onnx, from_torch):
         assert a["top"][0]["class"] == b["top"][0]["class"]
@@ -198,6 +199,31 @@ def test_the_check_images_are_the_cards_eval_preprocessing_of_pictures():
     assert torch.equal(images, export.check_images(card, 2, seed=0))  # the seed fixes them
 
 
+def test_predict_skips_unreadable_images_and_lists_them(run_dir, images, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = sorted(images.rglob("*.png"))[:2]
+    for path in good:
+        (folder / path.name).write_bytes(path.read_bytes())
+    broken = folder / "broken.png"
+    broken.write_bytes(b"not a png at all")
+    cut = folder / "cut.png"
+    cut.write_bytes(good[0].read_bytes()[:60])
+    table_json = tmp_path / "p.json"
+    assert predict.main([f"checkpoint={run_dir / 'model_best.pth.tar'}", f"inputs={folder}", f"json={table_json}"]) == 0
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert err[0].startswith(f"skipped {broken}: not a readable image (") and err[1].startswith(f"skipped {cut}: ")
+    assert err[2:] == ["skipped 2 of 4 images that could not be read; predicted the other 2"]
+    assert [Path(r["file"]).name for r in json.loads(table_json.read_text())] == [p.name for p in good]
+    assert all(p.name in captured.out for p in good) and "broken.png" not in captured.out
+    for path in good:
+        (folder / path.name).unlink()
+    assert predict.main([f"checkpoint={run_dir / 'model_best.pth.tar'}", f"inputs={folder}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and err[-1] == f"error: inputs={folder}: none of the 2 images could be read"
+
+
 def test_a_missing_export_package_is_named_with_the_pip_line(run_dir, monkeypatch, capsys):
     import importlib.util
 
@@ -252,7 +278,7 @@ def test_predict_on_cuda_gives_the_cpu_top1(run_dir, images):
     def top1(device):
         args = predict.toolargs.parse(predict.PredictArgs, [f"checkpoint={run_dir / 'model_best.pth.tar'}",
                                                            f"inputs={images}", f"device={device}"], predict.USAGE)
-        return [r["top"][0]["class"] for r in predict.predict(args)]
+        return [r["top"][0]["class"] for r in predict.predict(args)[0]]
 
     assert top1("cuda") == top1("cpu")
 
