@@ -4,6 +4,9 @@ Top-k classes with probabilities for images, a folder (searched recursively) or 
 names and the eval preprocessing (resize, centre crop, mean/std) stored in the checkpoint's model card.
 `checkpoint=` takes a training checkpoint (PyTorch, on any device) or an exported .onnx file (onnxruntime,
 card from the ONNX metadata). Images go through the model in batches of `batch_size`.
+
+A file that cannot be decoded is skipped, not fatal: it is listed on stderr (one line each, then the count)
+and the rest are predicted; the exit code is 0 when at least one image was predicted, 2 when none could be.
 """
 from __future__ import annotations
 
@@ -11,17 +14,18 @@ import csv
 import glob
 import importlib.util
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from omegaconf import MISSING
-from PIL import Image, UnidentifiedImageError
 
 from .config import toolargs
 from .config.errors import ConfigError
-from .models.card import class_name, eval_transform, load_model
+from .data.robust import decode_image
+from .models.card import card_from_json, class_name, eval_transform, load_model
 
 USAGE = "python -m resnext.predict checkpoint=PATH(.pth.tar|.onnx) inputs=PATH_OR_GLOB [topk=5] [csv=FILE] [json=FILE]"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -72,7 +76,8 @@ def _onnx_backend(path: str) -> Tuple[Forward, Dict[str, Any]]:
     if "resnext" not in meta:
         raise ConfigError(f"checkpoint={path} carries no resnext model card: export it with python -m resnext.export")
     name = session.get_inputs()[0].name
-    return (lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])), json.loads(meta["resnext"])
+    card = card_from_json(meta["resnext"], f"checkpoint={path}")
+    return (lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])), card
 
 
 def _device(name: str) -> torch.device:
@@ -101,31 +106,54 @@ def _torch_backend(args: Any) -> Tuple[Forward, Dict[str, Any]]:
     return forward, card
 
 
-def _load_image(path: Path, transform: Any) -> torch.Tensor:
-    try:
-        with Image.open(path) as image:
-            return transform(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise ConfigError(f"inputs: {path} is not a readable image ({err})") from None
+Skipped = List[Tuple[Path, str]]  # (file, why it could not be read)
 
 
-def predict(args: Any) -> List[Dict[str, Any]]:
-    """[{file, top: [{class, index, probability}, ...]}] for every image, in file order."""
+def _read_batch(paths: List[Path], transform: Any, skipped: Skipped) -> Tuple[List[Path], List[torch.Tensor]]:
+    """The images of `paths` that decode, transformed; the others are added to `skipped`, not fatal: one bad
+    file in a folder of thousands should cost its own answer, not everyone's."""
+    kept, tensors = [], []
+    for path in paths:
+        image, error = decode_image(str(path))
+        if error is None:
+            kept.append(path)
+            tensors.append(transform(image))
+        else:
+            skipped.append((path, error))
+    return kept, tensors
+
+
+def predict(args: Any) -> Tuple[List[Dict[str, Any]], Skipped]:
+    """([{file, top: [{class, index, probability}, ...]}] for every readable image in file order, the files
+    that could not be read with why)."""
     if args.topk < 1 or args.batch_size < 1:
         raise ConfigError(f"topk={args.topk} and batch_size={args.batch_size} must be at least 1")
     files = find_images(args.inputs)
     forward, card = _onnx_backend(args.checkpoint) if args.checkpoint.endswith(".onnx") else _torch_backend(args)
     transform = eval_transform(card)
     k = min(args.topk, card["num_classes"])
-    results = []
+    results: List[Dict[str, Any]] = []
+    skipped: Skipped = []
     for start in range(0, len(files), args.batch_size):
-        chunk = files[start:start + args.batch_size]
-        probs = forward(torch.stack([_load_image(p, transform) for p in chunk])).softmax(dim=1)
-        values, indices = probs.topk(k, dim=1)
+        chunk, tensors = _read_batch(files[start:start + args.batch_size], transform, skipped)
+        if not chunk:
+            continue
+        values, indices = forward(torch.stack(tensors)).softmax(dim=1).topk(k, dim=1)
         for path, vals, idxs in zip(chunk, values.tolist(), indices.tolist()):
             results.append({"file": str(path), "top": [
                 {"class": class_name(card, i), "index": i, "probability": round(v, 6)} for v, i in zip(vals, idxs)]})
-    return results
+    return results, skipped
+
+
+def _report_skipped(args: Any, skipped: Skipped, total: int) -> None:
+    """Each unreadable file on stderr, then the count; none readable at all is a refusal (exit 2)."""
+    for path, error in skipped:
+        print(f"skipped {path}: not a readable image ({error})", file=sys.stderr)
+    if len(skipped) == total:
+        raise ConfigError(f"inputs={args.inputs}: none of the {total} images could be read")
+    if skipped:
+        print(f"skipped {len(skipped)} of {total} images that could not be read; predicted the other "
+              f"{total - len(skipped)}", file=sys.stderr)
 
 
 def format_table(results: List[Dict[str, Any]]) -> str:
@@ -150,7 +178,8 @@ def _write_outputs(args: Any, results: List[Dict[str, Any]]) -> None:
 
 def _main(argv: List[str]) -> int:
     args = toolargs.parse(PredictArgs, argv, USAGE)
-    results = predict(args)
+    results, skipped = predict(args)
+    _report_skipped(args, skipped, len(results) + len(skipped))
     print(format_table(results))
     _write_outputs(args, results)
     return 0

@@ -111,7 +111,7 @@ def main(cfg: DictConfig) -> float:
             ensure_cached(cfg.model.arch, cfg.model.weights)  # once, before the ranks: offline is refused here
         place_job_on_devices(cfg)  # before the plan: a sweep's parallel jobs each get their own devices
         plan = launch.plan(cfg)
-        files_problem = _refused_unless_dry_run(cfg, lambda: resume.check_input_files(cfg))
+        files_problem = _refused_unless_dry_run(cfg, lambda: resume.check_input_files(cfg, run_dir))
     except ConfigError as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweep records this job as failed and goes on with the others

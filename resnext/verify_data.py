@@ -19,11 +19,12 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
-from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from .config.errors import ConfigError
 from .config.schema import register_configs
 from .data.checks import SPLITS, check_dataset, dataset_root
+from .data.robust import decode_image
 
 CHUNK = 64  # files per task: large enough to amortise the inter-process round trip
 
@@ -40,13 +41,8 @@ def image_files(dcfg) -> List[str]:
 
 def decode_errors(paths: Sequence[str]) -> List[Tuple[str, str]]:
     """(path, error) for each file in `paths` that the training loader could not read."""
-    bad = []
-    for path in paths:
-        try:
-            default_loader(path)  # open + convert("RGB"): decodes the whole image, as training does
-        except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError ...
-            bad.append((path, f"{type(err).__name__}: {err}"))
-    return bad
+    found = ((path, decode_image(path)[1]) for path in paths)  # decodes the whole image, as training does
+    return [(path, error) for path, error in found if error is not None]
 
 
 def verify(files: Sequence[str], workers: int) -> List[Tuple[str, str]]:

@@ -112,8 +112,9 @@ def test_predict_from_checkpoint_and_from_onnx_agree(run_dir, images, tmp_path, 
         assert Path(result["file"]).name in printed
     with table_csv.open() as f:
         assert len(list(csv.DictReader(f))) == 15
-    from_onnx = predict.predict(predict.toolargs.parse(predict.PredictArgs, [
+    from_onnx, skipped = predict.predict(predict.toolargs.parse(predict.PredictArgs, [
         f"checkpoint={run_dir / 'model_best.onnx'}", f"inputs={images}/**/*.png", "topk=3"], predict.USAGE))
+    assert skipped == []
     assert [r["file"] for r in from_onnx] == [r["file"] for r in from_torch]
     for a, b in zip(from_onnx, from_torch):
         assert a["top"][0]["class"] == b["top"][0]["class"]
@@ -123,7 +124,7 @@ def test_predict_from_checkpoint_and_from_onnx_agree(run_dir, images, tmp_path, 
 @pytest.mark.parametrize("tool, args, message", [
     (export, ["checkpoint=/nonexistent/model_best.pth.tar", "format=onnx"], "checkpoint=/nonexistent/model_best"
                                                                           ".pth.tar: no such file"),
-    (export, ["checkpoint={garbage}", "format=onnx"], "is not a readable PyTorch checkpoint"),
+    (export, ["checkpoint={garbage}", "format=onnx"], "cannot be loaded: it is not a PyTorch checkpoint"),
     (export, ["checkpoint={ckpt}", "format=tflite"], "format='tflite' is not one of onnx, torchscript, safetensors"),
     (export, ["chekpoint={ckpt}", "format=onnx"], "Key 'chekpoint' not in 'ExportArgs'"),
     (export, ["format=onnx"], "checkpoint must be given"),
@@ -131,7 +132,7 @@ def test_predict_from_checkpoint_and_from_onnx_agree(run_dir, images, tmp_path, 
     (predict, ["checkpoint={ckpt}", "inputs={tmp}/*.jpg"], "no images there"),
     (predict, ["checkpoint={ckpt}", "inputs={images}", "device=tpu"], "device=tpu cannot be used here"),
     (predict, ["checkpoint={garbage_onnx}", "inputs={images}"], "is not a readable ONNX model"),
-    (predict, ["checkpoint={garbage}", "inputs={images}"], "is not a readable PyTorch checkpoint"),
+    (predict, ["checkpoint={garbage}", "inputs={images}"], "cannot be loaded: it is not a PyTorch checkpoint"),
 ])
 def test_user_mistakes_end_in_one_line_and_exit_2(run_dir, images, tmp_path, capsys, tool, args, message):
     (tmp_path / "garbage.pth.tar").write_bytes(b"not a checkpoint at all")
@@ -141,6 +142,86 @@ def test_user_mistakes_end_in_one_line_and_exit_2(run_dir, images, tmp_path, cap
     assert tool.main([a.format(**paths) for a in args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_export_with_huge_logits_passes_the_scaled_check(run_dir, tmp_path, capsys):
+    """fc scaled by 1e5: logits of ~1e5, so ONNX differs by far more than the old fixed 1e-3 (a correct export)."""
+    from resnext.models.checkpoint import save_atomic
+
+    state = torch.load(run_dir / "model_best.pth.tar", weights_only=True)
+    for key in ("fc.weight", "fc.bias"):
+        state["state_dict"][key] = state["state_dict"][key] * 1e5
+    save_atomic(state, tmp_path / "huge.pth.tar")
+    assert export.main([f"checkpoint={tmp_path / 'huge.pth.tar'}", "format=onnx"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["max_abs_diff"] > 1e-3 and result["max_rel_diff"] < 1e-5  # refused before, passes now
+    assert result["top1_agree"] == result["images"] == export.CHECK_BATCH
+
+
+def test_a_broken_export_fails_with_both_figures(run_dir, tmp_path, monkeypatch, capsys):
+    """The written file's weights differ a little (as a bad write would): the check refuses it, exit 2."""
+    import safetensors.torch
+
+    real_load = safetensors.torch.load_file
+
+    def damaged_load(path, *args, **kwargs):
+        tensors = real_load(path, *args, **kwargs)
+        tensors["fc.weight"] = tensors["fc.weight"] * 1.01
+        return tensors
+
+    monkeypatch.setattr(safetensors.torch, "load_file", damaged_load)
+    out = tmp_path / "broken.safetensors"
+    assert export.main([f"checkpoint={run_dir / 'model_best.pth.tar'}", "format=safetensors", f"out={out}"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"the safetensors export differs from PyTorch on {export.CHECK_BATCH} generated images: worst " in err
+    assert "of the image's largest logit (allowed: atol 1e-05 + rtol 1e-05 x that), top-1 agrees on " in err
+    assert f"{out} is kept for inspection" in err
+
+
+def test_the_check_scales_with_each_images_logits_and_tolerates_ties():
+    want = torch.tensor([[1e5, -3e4, 0.5], [2.0, 1.0, -1.0]])
+    near_zero = want + torch.tensor([[1.0, 0.5, 0.8], [0.0, 0.0, 0.0]])  # 1e-5 of the row: 160% of the 0.5 logit
+    assert export.compare(near_zero, want, rtol=1e-4, atol=1e-4)["ok"]
+    assert not export.compare(want * 1.001, want, rtol=1e-4, atol=1e-4)["ok"]
+    other_answer = export.compare(torch.tensor([[1.0, 2.0]]), torch.tensor([[2.0, 1.0]]), rtol=0.0, atol=10.0)
+    assert not other_answer["ok"] and other_answer["top1_agree"] == 0  # a loose tolerance keeps the answers
+    assert not export.compare(torch.full((1, 3), float("nan")), want[:1], rtol=1e-4, atol=1e-4)["ok"]
+
+
+def test_the_check_images_are_the_cards_eval_preprocessing_of_pictures():
+    card = {"resize": 256, "image_size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    images = export.check_images(card, 2, seed=0)
+    assert images.shape == (2, 3, 224, 224)
+    mean, std = torch.tensor(card["mean"]).view(1, 3, 1, 1), torch.tensor(card["std"]).view(1, 3, 1, 1)
+    pixels = images * std + mean  # back to [0, 1]: normalised pictures, not noise
+    assert pixels.min() > -1e-5 and pixels.max() < 1 + 1e-5
+    assert torch.equal(images, export.check_images(card, 2, seed=0))  # the seed fixes them
+
+
+def test_predict_skips_unreadable_images_and_lists_them(run_dir, images, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = sorted(images.rglob("*.png"))[:2]
+    for path in good:
+        (folder / path.name).write_bytes(path.read_bytes())
+    broken = folder / "broken.png"
+    broken.write_bytes(b"not a png at all")
+    cut = folder / "cut.png"
+    cut.write_bytes(good[0].read_bytes()[:60])
+    table_json = tmp_path / "p.json"
+    assert predict.main([f"checkpoint={run_dir / 'model_best.pth.tar'}", f"inputs={folder}", f"json={table_json}"]) == 0
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert err[0].startswith(f"skipped {broken}: not a readable image (") and err[1].startswith(f"skipped {cut}: ")
+    assert err[2:] == ["skipped 2 of 4 images that could not be read; predicted the other 2"]
+    assert [Path(r["file"]).name for r in json.loads(table_json.read_text())] == [p.name for p in good]
+    assert all(p.name in captured.out for p in good) and "broken.png" not in captured.out
+    for path in good:
+        (folder / path.name).unlink()
+    assert predict.main([f"checkpoint={run_dir / 'model_best.pth.tar'}", f"inputs={folder}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and err[-1] == f"error: inputs={folder}: none of the 2 images could be read"
 
 
 def test_a_missing_export_package_is_named_with_the_pip_line(run_dir, monkeypatch, capsys):
@@ -197,7 +278,7 @@ def test_predict_on_cuda_gives_the_cpu_top1(run_dir, images):
     def top1(device):
         args = predict.toolargs.parse(predict.PredictArgs, [f"checkpoint={run_dir / 'model_best.pth.tar'}",
                                                            f"inputs={images}", f"device={device}"], predict.USAGE)
-        return [r["top"][0]["class"] for r in predict.predict(args)]
+        return [r["top"][0]["class"] for r in predict.predict(args)[0]]
 
     assert top1("cuda") == top1("cpu")
 

@@ -27,9 +27,9 @@ def trained(tmp_path_factory):
     return run_dir
 
 
-def refusal(overrides, **files) -> str:
+def refusal(overrides, run_dir=None) -> str:
     with pytest.raises(CheckpointError) as caught:
-        resume.check_input_files(compose_config(overrides))
+        resume.check_input_files(compose_config(overrides), run_dir)
     message = str(caught.value)
     assert "\n" not in message and "weights_only=False" not in message
     return message
@@ -61,6 +61,12 @@ def test_an_unreadable_file_is_refused_naming_it(tmp_path, trained, key, kind, w
 def test_a_missing_file_is_named(tmp_path):
     assert refusal([f"resume={tmp_path / 'nope.pth.tar'}"]) == f"resume={tmp_path / 'nope.pth.tar'}: no such file"
     assert resume.check_input_files(compose_config(["resume=auto"])) is None  # resolved elsewhere (#10)
+
+
+def test_resume_auto_is_checked_in_the_run_directory_before_launch(trained):
+    """resume=auto (and sweep.resume=true's interrupted jobs) resolve to the run directory's checkpoint."""
+    resume.check_input_files(compose_config(["resume=auto"]), trained)  # the run's own checkpoint fits
+    assert "amp.mode=off, this run has amp.mode=bf16" in refusal(["resume=auto", "amp=bf16"], trained)
 
 
 def test_a_checkpoint_of_another_run_kind_is_refused_naming_the_fix(tmp_path, trained):

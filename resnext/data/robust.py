@@ -70,12 +70,21 @@ def _seed_all(seed: int) -> None:
     np.random.seed(seed % 2 ** 32)
 
 
-def _decodes(path: str) -> bool:
+def decode_image(path: str) -> Tuple[Any, Optional[str]]:
+    """(RGB image, None), or (None, "<error type>: <message>") for a file that cannot be decoded.
+
+    What ImageFolder reads with (open + convert("RGB"), a full decode); the one place that decides what an
+    undecodable file is, for training's bad_images policy, verify_data and predict.
+    """
     try:
-        default_loader(path)  # what ImageFolder reads with: open + convert("RGB"), a full decode
-    except Exception:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, DecompressionBombError
-        return False
-    return True
+        return default_loader(path), None
+    except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, DecompressionBombError
+        reason = str(err).splitlines()[0] if str(err) else ""
+        return None, f"{type(err).__name__}: {reason}" if reason else type(err).__name__
+
+
+def _decodes(path: str) -> bool:
+    return decode_image(path)[1] is None
 
 
 class GuardedSamples(Dataset):

@@ -8,15 +8,16 @@ the card is rebuilt from the config they carry.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 from torchvision.transforms import v2
 
 from ..config.errors import ConfigError
+from .checkpoint import load_checkpoint
 
 CARD_KEY = "model_card"
 # Where issue #11's EMA (torch.optim.swa_utils.AveragedModel) may keep its weights in a checkpoint.
@@ -35,15 +36,43 @@ def model_card(cfg: Any, class_names: Sequence[str]) -> Dict[str, Any]:
             "mean": [float(m) for m in d.mean], "std": [float(s) for s in d.std]}
 
 
+# What every reader of a card relies on (build_from_card, eval_transform): a damaged file can load as a dict
+# with a key or a value garbled, and that is one line naming the file, not a KeyError inside torchvision.
+CARD_FIELDS = {"arch": str, "num_classes": int, "stem": str, "norm": str, "image_size": int, "resize": int,
+               "mean": list, "std": list}
+
+
+def checked_card(card: Any, source: str) -> Dict[str, Any]:
+    """The card, when it has every field with its type; else a ConfigError naming `source` (key=file)."""
+    bad = [k for k, kind in CARD_FIELDS.items() if not isinstance(card, dict) or not isinstance(card.get(k), kind)]
+    if bad:
+        raise ConfigError(f"{source}: its model card is damaged or not resnext's (missing or wrong: "
+                          f"{', '.join(bad)}); export or predict from a checkpoint a resnext run wrote")
+    return dict(card)
+
+
+def card_from_json(text: Any, source: str) -> Dict[str, Any]:
+    """A card stored as JSON (an ONNX file's metadata), checked as `checked_card` does."""
+    try:
+        card = json.loads(text)
+    except (TypeError, ValueError):
+        card = None
+    return checked_card(card, source)
+
+
 def card_from_checkpoint(state: Dict[str, Any], path: str) -> Dict[str, Any]:
-    if isinstance(state.get(CARD_KEY), dict):
-        return dict(state[CARD_KEY])
+    if CARD_KEY in state:
+        return checked_card(state[CARD_KEY], f"checkpoint={path}")
     if "config" not in state:
         raise ConfigError(f"checkpoint={path} has no model card and no config: not a checkpoint written by resnext")
-    cfg = OmegaConf.create(state["config"])
-    count = int(state["state_dict"]["fc.weight"].shape[0])
-    names = state.get("class_names") or [f"class_{i}" for i in range(count)]
-    return model_card(cfg, names)
+    try:  # a checkpoint from before the card: rebuilt from the config it carries
+        cfg = OmegaConf.create(state["config"])
+        count = int(state["state_dict"]["fc.weight"].shape[0])
+        names = state.get("class_names") or [f"class_{i}" for i in range(count)]
+        card = model_card(cfg, names)
+    except (LookupError, AttributeError, TypeError, ValueError, OmegaConfBaseException):
+        card = None  # a config or head that is not what resnext writes: refused below, naming the file
+    return checked_card(card, f"checkpoint={path}")
 
 
 def eval_transform(card: Dict[str, Any]) -> v2.Compose:
@@ -60,16 +89,8 @@ def eval_transform(card: Dict[str, Any]) -> v2.Compose:
 
 def read_checkpoint(path: str) -> Dict[str, Any]:
     """A checkpoint dict, or a ConfigError that names the file and what is wrong with it."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"checkpoint={path}: no such file (expected checkpoint.pth.tar or model_best.pth.tar "
-                          "from a run directory)")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file; the user needs one line
-        raise ConfigError(f"checkpoint={path} is not a readable PyTorch checkpoint "
-                          f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+    state = load_checkpoint(path, "checkpoint")  # the one reader: any damaged file is one line naming it
+    if not isinstance(state.get("state_dict"), dict):
         raise ConfigError(f"checkpoint={path} has no 'state_dict': not a checkpoint written by resnext")
     return state
 

@@ -1,7 +1,9 @@
 """Atomic checkpoints that load with weights_only=True, and the RNG state that makes resume exact.
 
-A file that cannot be read (missing, truncated, not a checkpoint, holding pickled code) is refused
-with one line naming it: never torch's own message, which suggests weights_only=False.
+Every checkpoint or weights file a user names is read by `load_checkpoint`, here and nowhere else. A file
+that cannot be read (missing, empty, truncated, bit-flipped, not a checkpoint, holding pickled code) is
+refused with one line naming the key and the file, whatever torch raised: never a traceback, never torch's
+own message, which suggests weights_only=False.
 """
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import pickle
 import random
 import shutil
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -93,36 +96,85 @@ def save_checkpoint(state: Dict[str, Any], run_dir: Path, is_best: bool, save: s
         save_atomic(best_state(state), Path(run_dir) / BEST)
 
 
-def _unreadable(path: Path, key: str, err: BaseException) -> CheckpointError:
-    if isinstance(err, pickle.UnpicklingError) and zipfile.is_zipfile(path):
-        why = ("it holds pickled Python objects besides tensors and plain containers, which are not loaded: "
-               "loading them could run code from the file")
-    elif path.stat().st_size == 0:
-        why = "it is empty"
-    elif path.read_bytes()[:2] == b"PK" and not zipfile.is_zipfile(path):
-        why = "it is truncated (an interrupted copy or download?)"
-    else:
-        why = "it is not a PyTorch checkpoint or state dict"
-    return CheckpointError(f"{key}={path}: cannot be loaded: {why}. Point {key} at a checkpoint.pth.tar or "
-                           "model_best.pth.tar this trainer wrote, or a torchvision state dict")
+# What a refusal tells the user to point the key at, unless the caller knows better (`fix`); resume needs
+# the trainer's own files, model.weights takes torchvision's state dicts as well.
+_RUN_FILES = "a checkpoint.pth.tar or model_best.pth.tar this trainer wrote"
+_POINT_AT = {"model.weights": f"{_RUN_FILES}, or a torchvision state dict"}
+_PICKLED = ("it holds pickled Python objects besides tensors and plain containers, which are not loaded: "
+            "loading them could run code from the file")
 
 
-def load_checkpoint(path: str | Path, key: str = "resume", mmap: bool = False) -> Dict[str, Any]:
+def _first_bytes(path: Path, count: int = 4) -> bytes:
+    with path.open("rb") as f:
+        return f.read(count)
+
+
+def _is_whole_zip(path: Path) -> bool:
+    # zipfile.is_zipfile catches OSError only: a damaged end record raises BadZipFile through it.
+    try:
+        return zipfile.is_zipfile(path)
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _why_unreadable(path: Path, err: Exception) -> str:
+    """What is wrong with a file torch.load refused, told from the file itself: torch's own message names
+    its internals (or advises weights_only=False, which would run code from the file)."""
+    if isinstance(err, MemoryError):
+        return ("reading it asked for more memory than there is: a damaged file can claim a size it does not "
+                "have (if the file is sound, load it on a machine with more free memory)")
+    try:
+        head = _first_bytes(path)
+    except OSError as unreadable:
+        return f"it cannot be read ({unreadable.strerror or unreadable})"
+    if not head:
+        return "it is empty"
+    if head[:2] != b"PK":  # torch.save writes a zip archive since torch 1.6
+        return "it is not a PyTorch checkpoint or state dict"
+    if not _is_whole_zip(path):
+        return "it is truncated or its archive is damaged (an interrupted copy or download?)"
+    if isinstance(err, pickle.UnpicklingError) and "Unsupported global" in str(err):
+        return _PICKLED
+    return "it is damaged: its archive is complete but what it holds does not read back (a disk or copy error?)"
+
+
+def _unreadable(path: Path, key: str, err: Exception, fix: Optional[str]) -> CheckpointError:
+    return CheckpointError(f"{key}={path}: cannot be loaded: {_why_unreadable(path, err)}. "
+                           f"{fix or f'Point {key} at {_POINT_AT.get(key, _RUN_FILES)}'}")
+
+
+def _torch_load(path: Path, mmap: bool) -> Any:
+    with warnings.catch_warnings():
+        # Damaged bytes can look like a newer pickle protocol: torch warns about that before it fails, and the
+        # refusal below says what is wrong in one line.
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and _is_whole_zip(path))
+
+
+def load_checkpoint(path: str | Path, key: str = "resume", mmap: bool = False,
+                    fix: Optional[str] = None) -> Dict[str, Any]:
     """Read a checkpoint with weights_only=True: tensors and plain containers only, no code.
 
-    `key` is the config key that named the file, for the message when it cannot be read. mmap=True maps
-    the tensors instead of reading them (a cheap look at a large file; zip-format files only).
+    The one reader of every file a user names (resume, model.weights, export/predict checkpoint=, the
+    torchvision hub cache): whatever a damaged file makes torch raise, the caller gets a CheckpointError
+    of one line naming `key`, the file and what is wrong with it; `fix` replaces its closing advice.
+    KeyboardInterrupt and SystemExit pass through (they are not Exceptions). MemoryError is refused like
+    a damaged file, naming both causes: a damaged size field is the usual way to ask for more memory than a
+    machine has, and an interpreter that could not allocate is still fine to print one line and exit.
+    mmap=True maps the tensors instead of reading them (a cheap look at a large file; zip files only).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{key}={path}: no such file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
-    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:
-        raise _unreadable(path, key, err) from None
+        state = _torch_load(path, mmap)
+    except Exception as err:  # noqa: BLE001 - torch raises a dozen types for damaged bytes; see the docstring
+        raise _unreadable(path, key, err, fix) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{key}={path}: holds a {type(state).__name__}, not a checkpoint or state dict")
     return state
+
+
 def keep_epoch_copy(run_dir: Path, epoch: int, keep_last: int) -> None:
     """checkpoint.keep_last=N: a copy of checkpoint.pth.tar per finished epoch, the newest N kept."""
     if keep_last <= 0:

@@ -4,7 +4,8 @@ Any member of the arch's weights enum (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT) is
 cache (<TORCH_HOME>/hub/checkpoints/<file>, exactly where torchvision itself looks), so a machine that
 has the file needs no network. `ensure_cached` runs once in train.main before any rank starts: it
 downloads into the cache when the file is missing, and refuses with the file name and directory when
-that fails (offline). The weights' ImageNet category names travel with them (`class_names`).
+that fails (offline) or when the cached file does not load (a damaged copy). The weights' ImageNet
+category names travel with them (`class_names`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 import torchvision
 
 from ..config.errors import ConfigError
+from .checkpoint import load_checkpoint
 
 log = logging.getLogger("resnext")
 
@@ -45,7 +47,14 @@ def cached_file(weights: Any) -> Path:
 
 
 def ensure_cached(arch: str, spec: str) -> Path:
-    """The cached file, downloaded first when missing; a ConfigError naming file and directory offline."""
+    """The cached file, downloaded first when missing and checked to load (mapped, not read: cheap); a
+    ConfigError naming file and directory offline or when the file is damaged."""
+    file = _download_if_missing(arch, spec)
+    _load(file, spec, mmap=True)
+    return file
+
+
+def _download_if_missing(arch: str, spec: str) -> Path:
     weights = resolve(arch, spec)
     file = cached_file(weights)
     if file.is_file():
@@ -60,8 +69,15 @@ def ensure_cached(arch: str, spec: str) -> Path:
     return file
 
 
+def _load(file: Path, spec: str, mmap: bool = False) -> Dict[str, torch.Tensor]:
+    """The cached file through the one checkpoint reader: a damaged copy is one line naming it and the cure."""
+    return load_checkpoint(file, "model.weights", mmap=mmap,
+                           fix=f"It is torch's cached copy of {spec}: delete it to download it again, or copy a "
+                               f"good {file.name} into {file.parent}")
+
+
 def read_state_dict(arch: str, spec: str) -> Dict[str, torch.Tensor]:
-    return torch.load(ensure_cached(arch, spec), map_location="cpu", weights_only=True)
+    return _load(_download_if_missing(arch, spec), spec)  # read in full here: no need to map it first
 
 
 def output_class_names(cfg, names: List[str]) -> List[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
@@ -93,11 +94,17 @@ def check_resume_state(state: Dict[str, Any], cfg: DictConfig, path: str, num_cl
                               f"weights with model.weights={path}")
 
 
-def check_input_files(cfg: DictConfig) -> None:
-    """Before launch: resume and model.weights exist, load (weights only) and fit this run's model."""
-    if cfg.resume is not None and cfg.resume != AUTO:  # resume=auto is resolved in each rank (checkpoint.py)
-        state = checkpoint.load_checkpoint(cfg.resume, "resume", mmap=True)
-        check_resume_state(state, cfg, cfg.resume, cfg.dataset.num_classes)
+def check_input_files(cfg: DictConfig, run_dir: Optional[Path] = None) -> None:
+    """Before launch: resume and model.weights exist, load (weights only) and fit this run's model.
+
+    resume=auto (also what sweep.resume=true sets for an interrupted job) is checked when `run_dir` is
+    given: the checkpoint it resolves to there may be damaged too, and is better refused here than in
+    every rank.
+    """
+    path = checkpoint.resolve_resume(cfg.resume, run_dir) if run_dir is not None else cfg.resume
+    if path is not None and path != AUTO:
+        state = checkpoint.load_checkpoint(path, "resume", mmap=True)
+        check_resume_state(state, cfg, path, cfg.dataset.num_classes)
     # torchvision:<NAME> weights are checked and fetched by pretrained.ensure_cached, not read as a file here.
     if cfg.model.weights and not is_torchvision(cfg.model.weights):
         weights = model_weights(checkpoint.load_checkpoint(cfg.model.weights, "model.weights", mmap=True))
