@@ -24,6 +24,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_a
 from torchvision.datasets.utils import check_integrity
 
 from ..config.errors import ConfigError
+from ..config.eval_size import val_crop, val_resize
 from .synthetic import CLASSES as SYNTHETIC_CLASSES
 
 CIFAR10_CLASSES = 10
@@ -108,8 +109,8 @@ def _check_image_folders(dcfg) -> int:
     if empty:
         raise ConfigError(f"class folders under {root} without image files ({', '.join(IMG_EXTENSIONS)}): "
                           f"{_listing(empty)}; add images or remove the folders from both train/ and val/")
-    crop = dcfg.val_crop or dcfg.image_size  # dataset.val_crop: None means the training side
-    if dcfg.val_resize < crop:
+    crop = val_crop(dcfg)
+    if val_resize(dcfg) < crop:  # only an explicit dataset.val_resize can be: the derived one never is
         key = "dataset.val_crop" if dcfg.val_crop else "dataset.image_size"
         raise ConfigError(f"dataset.val_resize={dcfg.val_resize} must be at least {key}={crop}: validation "
                           f"resizes, then centre-crops {crop}")
