@@ -28,13 +28,22 @@ from .loggers import check_loggers
 from .runtime.preempt import Preempted
 from .models.pretrained import ensure_cached, is_torchvision
 from .training.recipe_checks import check_recipe
-from .config.suggest import suggest_on_error
+from .config.hydra_errors import one_line_refusals
+from .config.suggest import added_key_problem
 from .sweeps.callback import place_job_on_devices, record_outcome
 from .training.trainer import fit
 
 log = logging.getLogger("resnext")
 
 register_configs()
+
+
+def _check_added_keys(cfg: DictConfig) -> None:
+    """`+optim.lrr=0.1` composes (Hydra adds the key) but nothing reads it: refuse it like any other typo."""
+    hydra_cfg = HydraConfig.get()
+    problem = added_key_problem(cfg, hydra_cfg.overrides.task, set(hydra_cfg.runtime.choices))
+    if problem:
+        raise ConfigError(problem)
 
 
 def _check_dataset(cfg: DictConfig) -> Optional[str]:
@@ -99,6 +108,7 @@ def _run(cfg: DictConfig, plan: launch.LaunchPlan, run_dir: Path) -> float:
 def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        _check_added_keys(cfg)
         check_config(cfg)
         check_loggers(cfg)
         check_recipe(cfg)
@@ -130,8 +140,8 @@ def main(cfg: DictConfig) -> float:
 
 
 def cli() -> None:
-    """The console script and `python -m resnext.train`: main, plus "did you mean" for a mistyped key."""
-    with suggest_on_error(sys.argv[1:]):
+    """The console script and `python -m resnext.train`: main, with Hydra's refusals in one line and exit 2."""
+    with one_line_refusals(sys.argv[1:], main.__wrapped__):
         main()
 
 
