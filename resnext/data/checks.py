@@ -10,7 +10,7 @@ Class count:
   * folder: inferred from the class folders; a dataset.num_classes that is set must match it.
   * imagenet: the yaml sets dataset.num_classes=1000, so a partly copied tree is refused. A subset of
     the ImageNet classes is allowed by saying so: dataset.num_classes=<number of class folders>.
-  * cifar10: 10. synthetic: dataset.num_classes (2 to 10).
+  * cifar10: 10. synthetic: dataset.num_classes (2 to 10). A folder of one class is refused: nothing to learn.
 """
 from __future__ import annotations
 
@@ -105,6 +105,9 @@ def _check_image_folders(dcfg) -> int:
         only_train, only_val = sorted(set(train) - set(val)), sorted(set(val) - set(train))
         raise ConfigError(f"train/ and val/ under {root} must hold the same class folders; only in train/: "
                           f"{_listing(only_train) or '-'}; only in val/: {_listing(only_val) or '-'}. {layout}")
+    if len(train) < 2:  # one class: every answer is right, the loss is 0 from the first step, nothing is learned
+        raise ConfigError(f"{root} has {len(train)} class folder ({_listing(train)}) in train/ and val/: a classifier "
+                          f"needs at least 2 classes; add another class folder with images to both. {layout}")
     empty = [f"{split}/{name}" for split in SPLITS for name in train if not _has_image(root / split / name)]
     if empty:
         raise ConfigError(f"class folders under {root} without image files ({', '.join(IMG_EXTENSIONS)}): "
