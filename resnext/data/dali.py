@@ -28,6 +28,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from ..config.errors import ConfigError
 from ..config.eval_size import val_crop, val_resize
+from ..runtime.devices import cores_per_rank
 from . import dali_augment
 from .checks import dataset_root
 from .mixing import SeededMixing
@@ -288,9 +289,7 @@ def list_samples(dcfg) -> Tuple[Samples, Samples, List[str]]:
 
 def default_threads(world_size: int) -> int:
     """The cores of this node divided by the ranks on it (LOCAL_WORLD_SIZE under torchrun)."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, local))
+    return cores_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
 
 
 def pipeline_settings(dcfg, batch: int, world_size: int, device_type: str, channels_last: bool) -> PipelineSettings:
