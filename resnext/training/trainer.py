@@ -27,6 +27,7 @@ from ..runtime.amp import MixedPrecision
 from ..data import build_loaders
 from ..data.robust import SkipReport
 from ..runtime.devices import RankContext
+from .divergence import DivergenceWatch
 from .losses import build_criterion
 from .engine import LoopSettings, evaluate, train_one_epoch
 from ..loggers import open_sinks
@@ -178,6 +179,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
     skips = SkipReport(ctx.run_dir) if ctx.is_main else None
     record: Dict[str, Any] = {}
     fps_per_epoch: List[float] = []
+    divergence = DivergenceWatch(cfg, loaders.num_classes)
     watchdog = Watchdog(ctx.rank, ctx.world_size, cfg.distributed.timeout_min)
     guard = preempt.StepGuard(cfg.checkpoint, ctx.is_main, ctx.distributed, save_mid_epoch, watchdog.beat)
     # The writer closes the tracked runs however this block ends (finished, failed, preempted).
@@ -202,6 +204,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
                           "best_acc1": max(best_acc1, 0.0), "seconds": time.time() - epoch_start,
                           **skips.for_epoch(epoch)}
                 writer.write(record)
+                divergence.check(record)
                 fps_per_epoch.append(train_stats["fps"])
                 checkpoint.save_checkpoint(state_at(epoch + 1), ctx.run_dir, is_best, cfg.checkpoint.save)
                 if cfg.checkpoint.save in ("all", "last"):
@@ -209,7 +212,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
             watchdog.beat()
     best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated
     if ctx.is_main:
-        _write_result(ctx, best_acc1, record, fps_per_epoch, time.time() - started)
+        _write_result(ctx, best_acc1, record, fps_per_epoch, time.time() - started, divergence.warnings)
         log.info("done: best Acc@1 %.3f in %.1f s", best_acc1, time.time() - started)
     return best_acc1
 
@@ -231,10 +234,11 @@ def _write_json(ctx: RankContext, name: str, content: Dict[str, Any]) -> None:
 
 
 def _write_result(ctx: RankContext, best_acc1: float, last: Dict[str, Any], fps_per_epoch: List[float],
-                  seconds: float) -> None:
-    """result.json: what a sweep summary reads for this job. fps is the median epoch's, not the last's."""
+                  seconds: float, warnings: List[str]) -> None:
+    """result.json: what a sweep summary reads for this job. fps is the median epoch's, not the last's;
+    warnings: what the run said while it ran, such as `diverging: ...` (completed is not the same as fine)."""
     result = {"status": "completed", "best_acc1": best_acc1, "final_train_loss": last.get("train_loss"),
               "fps": statistics.median(fps_per_epoch) if fps_per_epoch else None,
               "fps_is": "median over this run's epochs of FPS@all", "fps_per_epoch": fps_per_epoch,
-              "wall_time_s": seconds}
+              "wall_time_s": seconds, "warnings": warnings}
     _write_json(ctx, "result.json", result)
