@@ -7,10 +7,11 @@ job that dies on eight cards after the first epoch.
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -80,11 +81,26 @@ def _discard_run_dir(run_dir: Path) -> None:
                 parent.rmdir()
 
 
+def resume_command(run_dir: Path, args: Sequence[str]) -> str:
+    """How to continue a stopped run: its command line in its own directory with resume=auto. The same command
+    alone would not do: without hydra.run.dir it starts a fresh run in a new outputs/<date>/<time>/."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN:  # every job of the sweep: skip, resume or rerun
+        kept = [a for a in args if not a.startswith(("hydra.sweep.dir=", "sweep.resume="))]
+        where = [f"hydra.sweep.dir={run_dir.parent}", "sweep.resume=true"]
+    else:
+        kept = [a for a in args if not a.startswith(("hydra.run.dir=", "resume="))]
+        where = [f"hydra.run.dir={run_dir}", "resume=auto"]
+    return " ".join(["python -m resnext.train", *(shlex.quote(arg) for arg in [*kept, *where])])
+
+
 def _run(cfg: DictConfig, plan: launch.LaunchPlan, run_dir: Path) -> float:
     """Launch; a failure is written to train.log (with its traceback) and to result.json as status failed."""
     try:
         return launch.run(cfg, plan, run_dir, fit)
-    except (Preempted, launch.HangDetected) as stop:  # documented exit codes: a job script can requeue
+    except Preempted as stop:  # documented exit code: a job script can requeue
+        log.warning("%s; to continue: %s", stop, resume_command(run_dir, sys.argv[1:]))
+        sys.exit(stop.exit_code)
+    except launch.HangDetected as stop:
         log.warning("%s", stop)
         sys.exit(stop.exit_code)
     except BadImageError as err:  # dataset.bad_images=error: the file and the option, not a worker traceback

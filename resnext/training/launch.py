@@ -218,8 +218,8 @@ def _spawn(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Work
         _stop(context.processes)
         codes = [process.exitcode for process in context.processes]
         if preempt.EXIT_PREEMPTED in codes:
-            raise preempt.Preempted(f"rank {codes.index(preempt.EXIT_PREEMPTED)} stopped after a checkpoint; run "
-                                    "the same command with resume=auto to continue") from err
+            raise preempt.Preempted(f"rank {codes.index(preempt.EXIT_PREEMPTED)} stopped after a checkpoint "
+                                    f"(exit code {preempt.EXIT_PREEMPTED})") from err
         if preempt.EXIT_HANG in codes:  # the peers' "connection closed" tracebacks that follow are noise
             raise HangDetected(f"the hang watchdog ended the job (exit {preempt.EXIT_HANG}): see its message "
                                "above, which names the rank that stopped making progress") from err

@@ -127,7 +127,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
 
     # -1 until the first validation, so the first validated epoch always writes model_best.
     start_epoch, start_step, best_acc1 = 0, 0, -1.0
-    resume_path = checkpoint.resolve_resume(cfg.resume, ctx.run_dir)  # resume=auto: this run dir's, if any
+    resume_path = _resume_path(cfg, ctx)
     if resume_path and ctx.is_main:
         checkpoint.remove_stale_temp_files(ctx.run_dir)
     if resume_path:
@@ -215,6 +215,14 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
         _write_result(ctx, best_acc1, record, fps_per_epoch, time.time() - started, divergence.warnings)
         log.info("done: best Acc@1 %.3f in %.1f s", best_acc1, time.time() - started)
     return best_acc1
+
+
+def _resume_path(cfg: DictConfig, ctx: RankContext) -> Any:
+    """The checkpoint to continue from: resume=auto takes this run directory's, and says when there is none."""
+    path = checkpoint.resolve_resume(cfg.resume, ctx.run_dir)
+    if cfg.resume == checkpoint.AUTO and path is None and ctx.is_main:
+        log.info("resume=auto: no %s in %s: a fresh start", checkpoint.LAST, ctx.run_dir)
+    return path
 
 
 def _after_step(ema, guard_hook, epoch: int):
