@@ -139,8 +139,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
         if "rng" in state:
             ctx.device.set_rng_state(state["rng"]["device"])
         if ctx.is_main:
-            log.info("resumed from %s at epoch %d step %d (best Acc@1 %.3f)", resume_path, start_epoch, start_step,
-                     best_acc1)
+            log.info("%s", resume.describe_start(resume_path, state, cfg.evaluate))
 
     train_model = _wrap_ddp(model, ctx)
     if cfg.model.compile:
