@@ -93,3 +93,25 @@ def test_per_step_scalars_reach_tensorboard_and_the_epoch_line_names_the_device(
 
 def test_readme_shows_the_cpu_only_install():
     assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in README.read_text()
+
+
+def test_every_readme_table_row_has_as_many_cells_as_its_header():
+    """Two rows of the Datasets table once ran their cells together (a `|` was missing)."""
+    def cells(row: str) -> int:
+        return len(row.replace("\\|", "").strip().strip("|").split("|"))
+
+    broken, header = [], None
+    for number, line in enumerate(README.read_text().splitlines(), 1):
+        if not line.startswith("|"):
+            header = None
+        elif header is None:
+            header = cells(line)
+        elif cells(line) != header:
+            broken.append(f"line {number}: {cells(line)} cells, the header has {header}")
+    assert not broken, broken
+
+
+def test_the_default_mlflow_store_is_git_ignored():
+    """logger=mlflow without a tracking URI writes MLflow's default, mlflow.db, into the directory it ran from."""
+    ignored = (README.parent / ".gitignore").read_text().split()
+    assert "mlflow.db" in ignored and "mlruns/" in ignored
