@@ -39,6 +39,7 @@ from torch import nn
 from .training import launch
 from .runtime.amp import MixedPrecision
 from .config.errors import ConfigError
+from .config.eval_size import val_crop, val_resize
 from .config.schema import check_config, register_configs
 from .data import build_loaders, check_dataset
 from .data.dali import DALI_DATASETS, PIP_LINE, import_dali
@@ -247,7 +248,7 @@ def _use_jpeg_folder(cfg: DictConfig, workdir: Path) -> str:
     with open_dict(cfg):
         cfg.dataset.name, cfg.dataset.root, cfg.dataset.num_classes = "folder", str(root), None
         cfg.dataset.train_subset = cfg.dataset.val_subset = None
-        cfg.dataset.val_resize = max(cfg.dataset.val_resize, cfg.dataset.val_crop or cfg.dataset.image_size)
+        cfg.dataset.val_resize = max(val_resize(cfg.dataset), val_crop(cfg.dataset))
     return (f"a temporary JPEG folder ({bench.jpeg_classes * per_class} train images of 400x300 to 640x480 px, "
             "quality 90, made by this run and deleted afterwards)")
 

@@ -7,10 +7,11 @@ job that dies on eight cards after the first epoch.
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -28,13 +29,22 @@ from .loggers import check_loggers
 from .runtime.preempt import Preempted
 from .models.pretrained import ensure_cached, is_torchvision
 from .training.recipe_checks import check_recipe
-from .config.suggest import suggest_on_error
+from .config.hydra_errors import one_line_refusals
+from .config.suggest import added_key_problem
 from .sweeps.callback import place_job_on_devices, record_outcome
 from .training.trainer import fit
 
 log = logging.getLogger("resnext")
 
 register_configs()
+
+
+def _check_added_keys(cfg: DictConfig) -> None:
+    """`+optim.lrr=0.1` composes (Hydra adds the key) but nothing reads it: refuse it like any other typo."""
+    hydra_cfg = HydraConfig.get()
+    problem = added_key_problem(cfg, hydra_cfg.overrides.task, set(hydra_cfg.runtime.choices))
+    if problem:
+        raise ConfigError(problem)
 
 
 def _check_dataset(cfg: DictConfig) -> Optional[str]:
@@ -71,11 +81,26 @@ def _discard_run_dir(run_dir: Path) -> None:
                 parent.rmdir()
 
 
+def resume_command(run_dir: Path, args: Sequence[str]) -> str:
+    """How to continue a stopped run: its command line in its own directory with resume=auto. The same command
+    alone would not do: without hydra.run.dir it starts a fresh run in a new outputs/<date>/<time>/."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN:  # every job of the sweep: skip, resume or rerun
+        kept = [a for a in args if not a.startswith(("hydra.sweep.dir=", "sweep.resume="))]
+        where = [f"hydra.sweep.dir={run_dir.parent}", "sweep.resume=true"]
+    else:
+        kept = [a for a in args if not a.startswith(("hydra.run.dir=", "resume="))]
+        where = [f"hydra.run.dir={run_dir}", "resume=auto"]
+    return " ".join(["python -m resnext.train", *(shlex.quote(arg) for arg in [*kept, *where])])
+
+
 def _run(cfg: DictConfig, plan: launch.LaunchPlan, run_dir: Path) -> float:
     """Launch; a failure is written to train.log (with its traceback) and to result.json as status failed."""
     try:
         return launch.run(cfg, plan, run_dir, fit)
-    except (Preempted, launch.HangDetected) as stop:  # documented exit codes: a job script can requeue
+    except Preempted as stop:  # documented exit code: a job script can requeue
+        log.warning("%s; to continue: %s", stop, resume_command(run_dir, sys.argv[1:]))
+        sys.exit(stop.exit_code)
+    except launch.HangDetected as stop:
         log.warning("%s", stop)
         sys.exit(stop.exit_code)
     except BadImageError as err:  # dataset.bad_images=error: the file and the option, not a worker traceback
@@ -99,6 +124,7 @@ def _run(cfg: DictConfig, plan: launch.LaunchPlan, run_dir: Path) -> float:
 def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        _check_added_keys(cfg)
         check_config(cfg)
         check_loggers(cfg)
         check_recipe(cfg)
@@ -130,8 +156,8 @@ def main(cfg: DictConfig) -> float:
 
 
 def cli() -> None:
-    """The console script and `python -m resnext.train`: main, plus "did you mean" for a mistyped key."""
-    with suggest_on_error(sys.argv[1:]):
+    """The console script and `python -m resnext.train`: main, with Hydra's refusals in one line and exit 2."""
+    with one_line_refusals(sys.argv[1:], main.__wrapped__):
         main()
 
 

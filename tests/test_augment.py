@@ -9,7 +9,9 @@ from torch.utils.data import DistributedSampler
 from resnext.data.mixing import build_mixing
 from resnext.data.ra_sampler import RASampler
 from resnext.data.transforms import eval_transform, train_transform
+from resnext.models.card import model_card
 from resnext.training.meters import correct_topk
+from tests.conftest import compose_config
 from tests.test_data import config, folder_config, loaders_for, write_image_tree, write_noise_images
 
 
@@ -71,6 +73,20 @@ def test_validation_crops_val_crop_after_val_resize():
     cfg = config("dataset=folder", "dataset.image_size=16", "dataset.val_crop=24", "dataset.val_resize=28")
     assert eval_transform(cfg.dataset)(_gradient_image()).shape == (3, 24, 24)
     assert train_transform(cfg.dataset)(_gradient_image()).shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize("overrides, resize, crop", [
+    (["dataset=imagenet"], 256, 224),  # ImageNet's own sides, exactly
+    (["dataset=folder", "dataset.image_size=32"], 36, 32),  # not Resize(256) + CenterCrop(32): the centre eighth
+    (["dataset=folder", "dataset.image_size=16", "dataset.val_crop=24"], 27, 24),  # follows the validation crop
+    (["experiment=tv_v2"], 232, 224),  # a val_resize that is set is kept
+])
+def test_the_validation_resize_follows_the_crop_unless_set(overrides, resize, crop):
+    cfg = compose_config(overrides, tiny=False)
+    steps = eval_transform(cfg.dataset).transforms
+    assert (list(steps[0].size), list(steps[1].size)) == ([resize], [crop, crop])
+    card = model_card(cfg, ["a", "b"])  # what export and predict resize to
+    assert (card["resize"], card["image_size"]) == (resize, crop)
 
 
 @pytest.mark.parametrize("policy", ["ta_wide", "randaugment", "autoaugment"])

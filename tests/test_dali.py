@@ -153,6 +153,15 @@ def test_validation_agrees_with_the_torch_loader_on_the_same_files(tree):
     assert (dali_val - torch_val).abs().mean() < 0.01
 
 
+@needs_dali
+def test_dali_derives_the_validation_resize_as_the_torch_loader_does(tree):
+    """dataset.val_resize=null: DALI resizes to 36 before its 32 px crop, as torch does (config/eval_size.py)."""
+    dali_val = torch.cat([images for images, _ in loaders_of(folder_cfg(tree, "dataset.val_resize=null")).val])
+    torch_val = torch.cat([images for images, _ in loaders_of(folder_cfg(tree, loader="torch")).val])  # 36, set
+    assert dali_val.shape == torch_val.shape == (9, 3, 32, 32)
+    assert (dali_val - torch_val).abs().mean() < 0.01
+
+
 # ---- training through the trainer ---------------------------------------------------------------------
 
 @needs_dali

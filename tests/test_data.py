@@ -283,6 +283,13 @@ def test_folder_infers_the_class_count_and_a_wrong_one_is_refused(tmp_path):
     assert "dataset.num_classes=5" in message and "has 3 classes" in message and "dataset.num_classes=3" in message
 
 
+def test_a_folder_of_one_class_is_refused(tmp_path):
+    """Accepted before: the loss is 0 from the first step and Acc@1 100, a run that learns nothing."""
+    root = write_image_tree(tmp_path, classes={"ant": CLASS_COLOURS["ant"]})
+    message = refusal(folder_config(root))
+    assert "has 1 class folder (ant)" in message and "at least 2 classes" in message
+
+
 def test_imagenet_expects_1000_classes_unless_a_subset_is_declared(tmp_path):
     root = write_image_tree(tmp_path)
     message = refusal(folder_config(root, name="imagenet"))

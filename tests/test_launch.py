@@ -2,6 +2,7 @@
 a rank that crashes ends the whole job with its traceback."""
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -9,7 +10,7 @@ import torch.distributed as dist
 
 from tests import fake_npu
 from tests.conftest import compose_config
-from resnext.runtime import distributed
+from resnext.runtime import devices, distributed
 from resnext.training import launch
 from resnext.config.errors import ConfigError
 
@@ -31,8 +32,30 @@ def launcher_env(monkeypatch):
     return set_env
 
 
+def test_loader_workers_are_capped_at_the_cores_per_rank_in_one_line(monkeypatch, caplog, tmp_path):
+    """dataset=folder asks for 8 workers per rank; on 2 cores torch warned twice and ran no faster."""
+    monkeypatch.setattr(devices, "available_cores", lambda: 2)
+    cfg = compose_config(["dataset=folder", "device=cpu"])
+    plan = launch.plan(cfg)
+    assert plan.workers == 2 and "dataset.workers=8 capped at 2 loader worker(s) per rank" in plan.describe()
+    with caplog.at_level(logging.WARNING, logger="resnext"):
+        used = launch.run(cfg, plan, tmp_path, lambda rank_cfg, ctx: rank_cfg.dataset.workers)
+    assert used == 2 and sum("capped at 2" in record.message for record in caplog.records) == 1
+    spawn = compose_config(["dataset=folder", "device=cpu", "distributed=spawn", "device.nprocs=2"])
+    assert launch.plan(spawn).workers == 1
+    assert launch.plan(compose_config(["dataset=folder", "dataset.workers=2", "device=cpu"])).notes == ()
+
+
+def test_fp16_on_cpu_runs_with_a_note_naming_bf16():
+    """Slower than fp32 on a CPU (3 img/s against 10-15): said before the run, not refused (seed_1p uses fp16)."""
+    [note] = launch.plan(compose_config(["amp=fp16", "device=cpu"])).notes
+    assert "amp=fp16 on cpu trains slower than fp32" in note and "amp=bf16" in note and "amp=off" in note
+    assert launch.plan(compose_config(["amp=bf16", "device=cpu"])).notes == ()
+
+
 def test_dry_run_describes_npu_8p_without_cards(monkeypatch):
     fake_npu.uninstall(monkeypatch)
+    monkeypatch.setattr(devices, "available_cores", lambda: 192)  # an NPU host: 3 workers per rank fit
     cfg = compose_config(["device=npu_8p", "dataset.batch_size=64", "dataset.workers=3", "launch.dry_run=true"])
     text = launch.plan(cfg).describe()
     for expected in ("world size 8", "hccl at 127.0.0.1:29688", "global 64 = 8 per rank x 8", "lr 0.1",

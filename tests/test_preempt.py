@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import random
 import signal
@@ -17,8 +18,9 @@ import torch
 from resnext.models import checkpoint
 from resnext.training import launch
 from resnext.loggers.metrics import read_metrics
-from resnext.runtime.preempt import EXIT_PREEMPTED
-from tests.conftest import TINY, compose_config, tiny_for, train_in_process
+from resnext.runtime.preempt import EXIT_PREEMPTED, Preempted
+from resnext.training import trainer
+from tests.conftest import TINY, cli_in_process, compose_config, find_run_dir, tiny_for, train_in_process
 from tests.test_data import write_image_tree, write_noise_images
 from tests.test_train import assert_same_weights, final_weights
 
@@ -265,6 +267,31 @@ def test_evaluate_with_resume_auto_and_nothing_to_resume_is_refused(tmp_path):
         checkpoint.check_auto_resume(cfg, tmp_path)
     checkpoint.save_checkpoint({"epoch": 1}, tmp_path, False)
     checkpoint.check_auto_resume(cfg, tmp_path)  # now there is one
+
+
+def test_a_preempted_run_prints_the_command_that_resumes_it_in_its_directory(monkeypatch, tmp_path, capsys):
+    """"run the same command with resume=auto" started a fresh run in a new outputs/<date>/<time>/."""
+    from resnext import train
+
+    def preempted(cfg, ctx):
+        raise Preempted(f"SIGTERM: stopped at epoch 0 step 3 with a checkpoint (exit code {EXIT_PREEMPTED})")
+
+    monkeypatch.setattr(train, "fit", preempted)
+    assert cli_in_process(monkeypatch, tmp_path, [*TINY, "resume=auto", "optim.lr=0.05"]) == EXIT_PREEMPTED
+    run_dir = find_run_dir(tmp_path)
+    line = next(line for line in capsys.readouterr().out.splitlines() if "SIGTERM" in line)
+    command = line.split("to continue: ", 1)[1].split()
+    assert command[:3] == ["python", "-m", "resnext.train"] and "optim.lr=0.05" in command
+    assert command[-2:] == [f"hydra.run.dir={run_dir}", "resume=auto"] and command.count("resume=auto") == 1
+
+
+def test_resume_auto_says_when_it_starts_fresh(tmp_path, caplog):
+    ctx = type("Ctx", (), {"run_dir": tmp_path, "is_main": True})()
+    with caplog.at_level(logging.INFO, logger="resnext"):
+        assert trainer._resume_path(compose_config(["resume=auto"]), ctx) is None
+    assert f"resume=auto: no checkpoint.pth.tar in {tmp_path}: a fresh start" in caplog.text
+    checkpoint.save_checkpoint({"epoch": 1}, tmp_path, False)
+    assert trainer._resume_path(compose_config(["resume=auto"]), ctx) == str(tmp_path / checkpoint.LAST)
 
 
 def test_every_minutes_saves_on_rank_0_when_the_time_is_up(monkeypatch):

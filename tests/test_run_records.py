@@ -43,20 +43,39 @@ def test_a_failed_run_records_status_failed_and_its_traceback(monkeypatch, tmp_p
     assert "Traceback (most recent call last)" in log and "in broken" in log
 
 
-def test_a_mistyped_key_gets_a_suggestion(monkeypatch, tmp_path, capsys):
-    assert cli(monkeypatch, tmp_path, "optim.lrr=0.2", "epoch=2") == 1
-    err = capsys.readouterr().err
-    assert "Key 'lrr' not in 'OptimConfig'" in err  # Hydra's own error stays
-    assert "optim.lrr: did you mean `optim.lr`?" in err and "epoch: did you mean `epochs`?" in err
+def refusal_lines(capsys):
+    captured = capsys.readouterr()
+    return (captured.out + captured.err).strip().splitlines()
+
+
+def test_each_mistyped_key_gets_one_line_with_a_suggestion_and_exit_2(monkeypatch, tmp_path, capsys):
+    assert cli(monkeypatch, tmp_path, "optim.lrr=0.2", "epoch=2") == 2
+    assert refusal_lines(capsys) == ["optim.lrr: Key 'lrr' not in 'OptimConfig': did you mean `optim.lr`?",
+                                     "epoch: not a key of the config: did you mean `epochs`?"]
+
+
+def test_a_group_choice_is_never_taken_for_a_mistyped_key(monkeypatch, tmp_path, capsys):
+    """experiment=tv_v2 picks a preset; it once got "did you mean `logger.mlflow.experiment`?" beside a real typo."""
+    assert cli(monkeypatch, tmp_path, "experiment=tv_v2", "optim.lrr=1") == 2
+    assert refusal_lines(capsys) == ["optim.lrr: Key 'lrr' not in 'OptimConfig': did you mean `optim.lr`?"]
 
 
 def test_a_value_outside_its_choices_gets_one_line_a_suggestion_and_exit_2(monkeypatch, tmp_path, capsys):
     assert cli(monkeypatch, tmp_path, "model.arch=resnext50", "amp.mode=bf61") == 2
-    err = capsys.readouterr().err
-    assert "Invalid value 'resnext50', expected one of [resnext50_32x4d, " in err  # Hydra's own error stays
-    assert "model.arch='resnext50' is not one of resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, resnet50: " \
-           "did you mean `resnext50_32x4d`?" in err
-    assert "amp.mode='bf61' is not one of off, fp16, bf16, apex: did you mean `bf16`?" in err
+    assert refusal_lines(capsys) == [
+        "model.arch='resnext50' is not one of resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, resnet50: "
+        "did you mean `resnext50_32x4d`?",
+        "amp.mode='bf61' is not one of off, fp16, bf16, apex: did you mean `bf16`?"]
+
+
+def test_a_plus_override_cannot_add_a_key_that_nothing_reads(monkeypatch, tmp_path, capsys):
+    """Hydra's own fix for `optim.lrr=0.1` is `+optim.lrr=0.1`, which composed and trained at lr 0.1."""
+    assert cli(monkeypatch, tmp_path, "+optim.lrr=0.05") == 2
+    [line] = [line for line in refusal_lines(capsys) if "lrr" in line]
+    assert line.endswith("+optim.lrr=0.05: Key 'lrr' not in 'OptimConfig'; a + override adds a key that nothing "
+                         "reads: did you mean `optim.lr`?")
+    assert not (tmp_path / "outputs").exists()
+    assert cli(monkeypatch, tmp_path, "++optim.lr=0.05", "launch.dry_run=true") == 0  # a key the schema has
 
 
 def test_per_step_scalars_reach_tensorboard_and_the_epoch_line_names_the_device(monkeypatch, tmp_path):
@@ -74,3 +93,25 @@ def test_per_step_scalars_reach_tensorboard_and_the_epoch_line_names_the_device(
 
 def test_readme_shows_the_cpu_only_install():
     assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in README.read_text()
+
+
+def test_every_readme_table_row_has_as_many_cells_as_its_header():
+    """Two rows of the Datasets table once ran their cells together (a `|` was missing)."""
+    def cells(row: str) -> int:
+        return len(row.replace("\\|", "").strip().strip("|").split("|"))
+
+    broken, header = [], None
+    for number, line in enumerate(README.read_text().splitlines(), 1):
+        if not line.startswith("|"):
+            header = None
+        elif header is None:
+            header = cells(line)
+        elif cells(line) != header:
+            broken.append(f"line {number}: {cells(line)} cells, the header has {header}")
+    assert not broken, broken
+
+
+def test_the_default_mlflow_store_is_git_ignored():
+    """logger=mlflow without a tracking URI writes MLflow's default, mlflow.db, into the directory it ran from."""
+    ignored = (README.parent / ".gitignore").read_text().split()
+    assert "mlflow.db" in ignored and "mlruns/" in ignored

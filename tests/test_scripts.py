@@ -1,6 +1,7 @@
 """The command line and the ModelZoo scripts end to end, on CPU with tiny synthetic data."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -45,3 +46,14 @@ def test_every_gpu_benchmark_command_still_composes(tmp_path):
     for name in ("step_bf16", "step_bf16_compile", "loaders", "e2e_torch", "e2e_dali"):
         assert f"{name}: composes" in proc.stdout
     assert not (tmp_path / "summary.md").exists()  # nothing was measured
+
+
+def test_readme_states_the_digits_recipe_its_script_runs():
+    """README's digits comparison names every training override scripts/compare_loaders.py passes."""
+    spec = importlib.util.spec_from_file_location("compare_loaders", REPO / "scripts" / "compare_loaders.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    readme = " ".join((REPO / "README.md").read_text().split())  # line breaks inside the sentence do not count
+    quiet = ("logger=", "progress_bar=", "print_freq=")  # what the run prints, not what it learns
+    missing = [o for o in script.DIGITS_RECIPE if not o.startswith(quiet) and o not in readme]
+    assert not missing, missing

@@ -57,7 +57,9 @@ class DatasetConfig:
     workers: int = 4  # DataLoader workers per rank
     pin_memory: bool = True
     image_size: int = 224  # the training crop side (the train_crop) / synthetic image side
-    val_resize: int = 256  # resize before the centre crop (the synthetic preset sets its image side: no resize)
+    # The shorter side validation resizes to before the centre crop; None: derived from the crop by ImageNet's
+    # 256/224 (resnext/config/eval_size.py). The synthetic preset sets its image side: no resize.
+    val_resize: Optional[int] = None
     val_crop: Optional[int] = None  # validation centre crop; None: image_size (train small, test large: FixRes)
     # Base training augmentation (resnext/data/transforms.py): imagenet (RandomResizedCrop over crop_scale and
     # crop_ratio) | light (pad by 1/8 and random crop, as CIFAR) | none (the validation resize and centre crop).

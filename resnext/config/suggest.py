@@ -1,26 +1,32 @@
-""""Did you mean `optim.lr`?" after Hydra refuses a mistyped key, and one line for a value outside a choice.
+""""Did you mean `optim.lr`?": the closest valid key, value or group option for a mistyped one.
 
-Hydra's own error ("Key 'lrr' not in 'OptimConfig'") names the bad key but not the good one. The schema
-(resnext/config/schema.py) knows every key, so after Hydra has printed its error and is exiting, the
-command line's keys are compared with the schema's and the closest one is suggested. A value outside
-an Enum-typed key's choices (resnext/config/choices.py) gets the one line the project gives every refused
-option, `model.arch='vgg16' is not one of ...`, and exit code 2 (a configuration problem), as when
-check_config refused it. Nothing happens when the run does not fail, so a valid key or value this
-walk does not know can never block a run.
+Hydra's own errors name the bad key but not the good one. The schema (resnext/config/schema.py) knows
+every key and every Enum-typed key's choices (resnext/config/choices.py), and Hydra's error knows a
+group's options, so each refusal line can end with the closest valid spelling. resnext/config/hydra_errors.py
+turns Hydra's errors into such lines; `added_key_problem` refuses what Hydra accepts: `+optim.lrr=0.1`, the
+fix Hydra itself suggests for a typo, which adds a key nothing reads.
+
+A hint only ever names a key of the schema, a value of the same key or an option of the same group:
+`experiment=tv_v2` is a group choice, never a misspelt `logger.mlflow.experiment`.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
-import sys
+import os
 import typing
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Type
+from importlib import resources
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type
+
+from omegaconf import DictConfig, OmegaConf
 
 from .choices import Choice
-from .schema import Config, ConfigStore
+from .schema import DATASET_SCHEMAS, Config, ConfigStore
 
 _CUTOFF = 0.75  # difflib ratio: 'lrr' -> 'lr', 'bach_size' -> 'batch_size', not 'seed' -> 'deterministic'
+_WHOLE_KEY_CUTOFF = 0.85
+_SHARED_START = 3  # characters a value must share with the typo's start to win by that alone ('fp17' -> 'fp16')
 
 
 def _dataclass_of(hint: object) -> Optional[type]:
@@ -63,16 +69,86 @@ def schema_keys() -> Tuple[Set[str], Set[str], Choices]:
     return keys, open_prefixes, choices
 
 
+def closest_value(bad: str, allowed: Sequence[str]) -> Optional[str]:
+    """A value the bad one begins ('resnext50' -> 'resnext50_32x4d'), else the one sharing the longest start
+    ('resnext51' -> 'resnext50_32x4d', not the shorter and so more "similar" 'resnet50'), else the most similar."""
+    starts = [value for value in allowed if value.startswith(bad)]
+    if len(starts) == 1:
+        return starts[0]
+    shared = {value: len(os.path.commonprefix([bad, value])) for value in allowed}
+    longest = max(shared.values(), default=0)
+    best = [value for value, length in shared.items() if length == longest]
+    if longest >= _SHARED_START and len(best) == 1:
+        return best[0]
+    close = difflib.get_close_matches(bad, list(allowed), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def did_you_mean(close: Optional[str]) -> str:
+    return f": did you mean `{close}`?" if close else ""
+
+
+def choice_line(key: str, bad: str, allowed: Sequence[str]) -> str:
+    """`model.arch='vgg16' is not one of ...`: the line for a value outside its key's choices."""
+    return f"{key}={bad!r} is not one of {', '.join(allowed)}" + did_you_mean(closest_value(bad, allowed))
+
+
+def option_line(group: str, bad: str, options: Sequence[str]) -> str:
+    """The line for a group option that does not exist (`model=resnext51`)."""
+    close = closest_value(bad, options)
+    return (f"{group}={bad}: {group} has no option {bad!r} (options: {', '.join(options)})"
+            + did_you_mean(f"{group}={close}" if close else None))
+
+
+def _closest_leaf(leaf: str, keys: Iterable[str]) -> Optional[str]:
+    by_leaf: Dict[str, str] = {}
+    for full in sorted(keys):
+        by_leaf.setdefault(full.rsplit(".", 1)[-1], full)
+    close = difflib.get_close_matches(leaf, sorted(by_leaf), n=1, cutoff=_CUTOFF)
+    return by_leaf[close[0]] if close else None
+
+
+def suggestion(key: str, keys: Set[str]) -> Optional[str]:
+    """The schema key closest to a mistyped one: a sibling first ('optim.lrr' -> 'optim.lr'), then the whole
+    dotted key ('optm.lr' -> 'optim.lr'), then the last part alone anywhere ('dataset.lr' -> 'optim.lr')."""
+    keys = keys - {key}  # a key of another dataset's schema is not its own fix
+    parent, _, leaf = key.rpartition(".")
+    siblings = [k for k in keys if k.rpartition(".")[0] == parent]
+    # A shared "dataset." makes any two dataset keys look alike ('dataset.bogus' -> 'dataset.std' at 0.75):
+    # whole keys must be closer than leaves.
+    whole = difflib.get_close_matches(key, sorted(keys), n=1, cutoff=_WHOLE_KEY_CUTOFF)
+    return _closest_leaf(leaf, siblings) or (whole[0] if whole else None) or _closest_leaf(leaf, keys)
+
+
+def only_in_preset(key: str) -> Optional[str]:
+    """`dataset=synthetic` for dataset.train_size: the preset whose own schema has a key the others lack."""
+    owners = [name for name, schema in DATASET_SCHEMAS.items()
+              if key.startswith("dataset.") and key[len("dataset."):] in {f.name for f in dataclasses.fields(schema)}]
+    return f"dataset={owners[0]}" if owners else None
+
+
+def key_fix(key: str, keys: Set[str]) -> str:
+    """How a line refusing an unknown `key` ends: the preset whose schema has it, or the closest key."""
+    preset = only_in_preset(key)
+    return f": a key of {preset} only" if preset else did_you_mean(suggestion(key, keys))
+
+
+def config_groups(config_dirs: Iterable[str] = ()) -> Set[str]:
+    """The config groups of the package's conf/ tree and of any --config-dir: `name=option` picks an option."""
+    roots = [Path(str(resources.files("resnext.conf"))), *(Path(d) for d in config_dirs)]
+    return {p.name for root in roots if root.is_dir() for p in root.iterdir() if p.is_dir() and p.name != "__pycache__"}
+
+
 def _overrides(args: Sequence[str]) -> List[Tuple[str, str]]:
-    """(key, value) of each command-line override of a config key (not a group, not Hydra's own)."""
+    """(key, value) of each command-line override of a config key (not a group path, not Hydra's own)."""
     pairs = []
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue  # -m, --cfg job, --config-dir DIR ...
         key, value = arg.split("=", 1)
-        key = key.lstrip("+~")
-        if key and "/" not in key and not key.startswith("hydra"):  # group paths and Hydra's own keys
-            pairs.append((key.split("@", 1)[0], value))
+        key = key.lstrip("+~").split("@", 1)[0]
+        if key and "/" not in key and not key.startswith("hydra"):
+            pairs.append((key, value))
     return pairs
 
 
@@ -84,64 +160,43 @@ def _plain_values(value: str) -> List[str]:
     return [v.strip() for v in value.split(",") if v.strip() and v.strip() != "null"]
 
 
-def _closest_value(bad: str, allowed: List[str]) -> Optional[str]:
-    """A value the bad one begins ('resnext50' -> 'resnext50_32x4d'), else the most similar one."""
-    starts = [value for value in allowed if value.startswith(bad)]
-    if len(starts) == 1:
-        return starts[0]
-    close = difflib.get_close_matches(bad, allowed, n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
-def choice_problems(args: Sequence[str], choices: Choices) -> List[str]:
-    """One line for each command-line value outside its key's choices, with the closest valid one."""
+def other_mistakes(args: Sequence[str], groups: Set[str], reported: str) -> List[str]:
+    """One line for each other unknown key or value outside its choices on the command line, so that one
+    refusal shows every typo; `reported` is the key Hydra's error already named, groups pick options."""
+    keys, open_prefixes, choices = schema_keys()
     lines = []
     for key, value in _overrides(args):
-        allowed = choices.get(key)
-        for bad in (v for v in _plain_values(value) if allowed and v not in allowed.values()):
-            line = f"{key}={bad!r} is not one of {', '.join(allowed.values())}"
-            close = _closest_value(bad, allowed.values())
-            lines.append(line + (f": did you mean `{close}`?" if close else ""))
-    return lines
-
-
-def suggestion(key: str, keys: Set[str]) -> Optional[str]:
-    """The schema key closest to a mistyped one: whole dotted keys first, then the last part alone ('lr')."""
-    close = difflib.get_close_matches(key, sorted(keys), n=1, cutoff=_CUTOFF)
-    if close:
-        return close[0]
-    leaf = key.rsplit(".", 1)[-1]
-    by_leaf = {}
-    for full in sorted(keys):
-        by_leaf.setdefault(full.rsplit(".", 1)[-1], full)
-    close = difflib.get_close_matches(leaf, sorted(by_leaf), n=1, cutoff=_CUTOFF)
-    return by_leaf[close[0]] if close else None
-
-
-def key_hints(args: Sequence[str], keys: Set[str], open_prefixes: Set[str]) -> List[str]:
-    lines = []
-    for key, _ in _overrides(args):
-        if key in keys or any(key.startswith(p) for p in open_prefixes):
+        if key == reported or key in groups:
             continue
-        best = suggestion(key, keys)
-        if best is not None:
-            lines.append(f"{key}: did you mean `{best}`?")
+        allowed = choices.get(key)
+        if allowed is not None:
+            lines += [choice_line(key, bad, allowed.values()) for bad in _plain_values(value)
+                      if bad not in allowed.values()]
+        elif key not in keys and not any(key.startswith(p) for p in open_prefixes):
+            close = suggestion(key, keys)
+            lines += [f"{key}: not a key of the config" + did_you_mean(close)] if close else []
     return lines
 
 
-@contextlib.contextmanager
-def suggest_on_error(args: Sequence[str]) -> Iterator[None]:
-    """Run the block; when it exits with an error, print a suggestion for each command-line key the schema lacks
-    and a line for each value outside its key's choices (then the exit code is 2: a configuration problem)."""
-    try:
-        yield
-    except SystemExit as stop:
-        if stop.code in (0, None):
-            raise
-        keys, open_prefixes, choices = schema_keys()
-        bad_values = choice_problems(args, choices)
-        for line in key_hints(args, keys, open_prefixes) + bad_values:
-            print(line, file=sys.stderr)
-        if bad_values:
-            raise SystemExit(2) from stop
-        raise
+def added_key_problem(cfg: DictConfig, overrides: Sequence[str], groups: Set[str]) -> Optional[str]:
+    """`+optim.lrr=0.1` (Hydra's suggested fix for a typo) adds a key that nothing reads: the line refusing it.
+
+    Checked on the composed config, against the schema of the node the key was added to (so a key of
+    dataset=synthetic's schema is refused on dataset=imagenet too). `+group=option` adds a group default.
+    """
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if not key.startswith("+"):
+            continue
+        key = key.lstrip("+").split("@", 1)[0]
+        if key in groups or "/" in key or key.startswith("hydra"):
+            continue
+        parent_key, _, leaf = key.rpartition(".")
+        parent: Any = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        schema = OmegaConf.get_type(parent) if isinstance(parent, DictConfig) else None
+        if schema is None or not dataclasses.is_dataclass(schema):
+            continue  # a free-form node: any key is valid
+        if leaf not in {f.name for f in dataclasses.fields(schema)}:
+            return (f"{override}: Key '{leaf}' not in '{schema.__name__}'; a + override adds a key that nothing "
+                    "reads" + key_fix(key, schema_keys()[0]))
+    return None

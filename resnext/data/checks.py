@@ -10,7 +10,7 @@ Class count:
   * folder: inferred from the class folders; a dataset.num_classes that is set must match it.
   * imagenet: the yaml sets dataset.num_classes=1000, so a partly copied tree is refused. A subset of
     the ImageNet classes is allowed by saying so: dataset.num_classes=<number of class folders>.
-  * cifar10: 10. synthetic: dataset.num_classes (2 to 10).
+  * cifar10: 10. synthetic: dataset.num_classes (2 to 10). A folder of one class is refused: nothing to learn.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_a
 from torchvision.datasets.utils import check_integrity
 
 from ..config.errors import ConfigError
+from ..config.eval_size import val_crop, val_resize
 from .synthetic import CLASSES as SYNTHETIC_CLASSES
 
 CIFAR10_CLASSES = 10
@@ -104,12 +105,15 @@ def _check_image_folders(dcfg) -> int:
         only_train, only_val = sorted(set(train) - set(val)), sorted(set(val) - set(train))
         raise ConfigError(f"train/ and val/ under {root} must hold the same class folders; only in train/: "
                           f"{_listing(only_train) or '-'}; only in val/: {_listing(only_val) or '-'}. {layout}")
+    if len(train) < 2:  # one class: every answer is right, the loss is 0 from the first step, nothing is learned
+        raise ConfigError(f"{root} has {len(train)} class folder ({_listing(train)}) in train/ and val/: a classifier "
+                          f"needs at least 2 classes; add another class folder with images to both. {layout}")
     empty = [f"{split}/{name}" for split in SPLITS for name in train if not _has_image(root / split / name)]
     if empty:
         raise ConfigError(f"class folders under {root} without image files ({', '.join(IMG_EXTENSIONS)}): "
                           f"{_listing(empty)}; add images or remove the folders from both train/ and val/")
-    crop = dcfg.val_crop or dcfg.image_size  # dataset.val_crop: None means the training side
-    if dcfg.val_resize < crop:
+    crop = val_crop(dcfg)
+    if val_resize(dcfg) < crop:  # only an explicit dataset.val_resize can be: the derived one never is
         key = "dataset.val_crop" if dcfg.val_crop else "dataset.image_size"
         raise ConfigError(f"dataset.val_resize={dcfg.val_resize} must be at least {key}={crop}: validation "
                           f"resizes, then centre-crops {crop}")

@@ -27,6 +27,8 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from ..config.errors import ConfigError
+from ..config.eval_size import val_crop, val_resize
+from ..runtime.devices import cores_per_rank
 from . import dali_augment
 from .checks import dataset_root
 from .mixing import SeededMixing
@@ -71,8 +73,8 @@ def _check_dali_options(dcfg) -> None:
     if dcfg.get("bad_images", "error") != "error":
         raise ConfigError(f"dataset.bad_images={dcfg.bad_images} needs dataset.loader=torch: a DALI pipeline "
                           "stops at an undecodable file and cannot drop it (loader=dali names the file instead)")
-    crop = dcfg.val_crop or dcfg.image_size
-    if dcfg.val_resize < crop:
+    crop = val_crop(dcfg)
+    if val_resize(dcfg) < crop:
         raise ConfigError(f"dataset.val_resize={dcfg.val_resize} must be at least the validation crop {crop} "
                           "(dataset.val_crop, or image_size when null)")
 
@@ -164,8 +166,7 @@ def _resize_centre_crop(fn: Any, types: Any, jpegs: Any, images: Any, resize: in
 def _val_images(fn: Any, types: Any, jpegs: Any, dcfg, decoder: str) -> Tuple[Any, bool]:
     images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
     interp = _interp(types, dcfg.interpolation)
-    return _resize_centre_crop(fn, types, jpegs, images, dcfg.val_resize, dcfg.val_crop or dcfg.image_size,
-                               interp), False
+    return _resize_centre_crop(fn, types, jpegs, images, val_resize(dcfg), val_crop(dcfg), interp), False
 
 
 def _build_pipeline(files: Samples, dcfg, settings: PipelineSettings, train: bool, seed: int) -> Any:
@@ -288,9 +289,7 @@ def list_samples(dcfg) -> Tuple[Samples, Samples, List[str]]:
 
 def default_threads(world_size: int) -> int:
     """The cores of this node divided by the ranks on it (LOCAL_WORLD_SIZE under torchrun)."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, local))
+    return cores_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
 
 
 def pipeline_settings(dcfg, batch: int, world_size: int, device_type: str, channels_last: bool) -> PipelineSettings:

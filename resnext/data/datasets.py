@@ -6,6 +6,7 @@ from typing import Callable, Dict, Optional, Tuple
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets import CIFAR10, ImageFolder
 
+from ..config.eval_size import val_crop
 from . import transforms
 from .checks import dataset_root
 from .synthetic import SyntheticDataset
@@ -23,7 +24,7 @@ def _synthetic(dcfg, seed: int) -> Pair:
     # Stored ready-made at image_size: a pipeline only when augmenting or validating at another side.
     side = dcfg.image_size
     train_tf = transforms.train_transform(dcfg, side) if transforms.needs_transform(dcfg) else None
-    val_tf = transforms.eval_transform(dcfg, side) if transforms.val_crop(dcfg) != side else None
+    val_tf = transforms.eval_transform(dcfg, side) if val_crop(dcfg) != side else None
     return make(dcfg.train_size, seed, train_tf), make(dcfg.val_size, seed + SYNTHETIC_VAL_SEED_OFFSET, val_tf)
 
 

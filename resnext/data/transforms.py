@@ -18,6 +18,8 @@ from typing import List, Optional, Sequence
 import torch
 from torchvision.transforms import v2
 
+from ..config.eval_size import val_crop, val_resize
+
 # CIFAR images are stored at this side; the standard recipe pads by 4 and crops back to it.
 CIFAR_SIDE = 32
 # `light` pads by 1/8 of the side before the random crop: 4 px at CIFAR's 32. The DALI loader uses the same rule.
@@ -45,11 +47,6 @@ def _resize(side: int, native_side: Optional[int], interpolation: v2.Interpolati
     return [v2.Resize(side, interpolation=interpolation, antialias=True)]
 
 
-def val_crop(dcfg) -> int:
-    """The validation centre-crop side: dataset.val_crop, or the training side when unset."""
-    return dcfg.val_crop or dcfg.image_size
-
-
 def light_padding(side: int) -> int:
     """The zero padding of `augment=light` around an image of `side` px (both loaders)."""
     return side // LIGHT_PADDING_FRACTION
@@ -57,8 +54,8 @@ def light_padding(side: int) -> int:
 
 def resize_for_crop(dcfg, crop: int) -> int:
     """The shorter side to resize a folder image to before a centre crop of `crop`: the validation
-    resize-to-crop ratio (256/224 by default) kept for any crop side (both loaders)."""
-    return round(crop * dcfg.val_resize / val_crop(dcfg))
+    resize-to-crop ratio (resnext/config/eval_size.py) kept for any crop side (both loaders)."""
+    return round(crop * val_resize(dcfg) / val_crop(dcfg))
 
 
 def _eval_geometry(dcfg, crop: int, native_side: Optional[int]) -> List[v2.Transform]:

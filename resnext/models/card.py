@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from ..config.errors import ConfigError
+from ..config.eval_size import val_crop, val_resize
 from .checkpoint import load_checkpoint
 
 CARD_KEY = "model_card"
@@ -27,9 +28,9 @@ EMA_KEYS = ("ema_state_dict", "model_ema", "ema")
 def model_card(cfg: Any, class_names: Sequence[str]) -> Dict[str, Any]:
     """The card for a run's config: eval preprocessing as the dataset's validation pipeline does it."""
     d = cfg.dataset
-    crop = d.get("val_crop") or d.image_size
+    crop = val_crop(d)
     # ImageNet/folder: shorter side to val_resize, centre crop. CIFAR and synthetic: the image is the crop.
-    resize = d.val_resize if d.name in ("imagenet", "folder") else crop
+    resize = val_resize(d) if d.name in ("imagenet", "folder") else crop
     # Plain strings, not the config's Enums: the card goes into checkpoints and JSON for tools without resnext.
     return {"arch": str(cfg.model.arch), "num_classes": len(class_names), "class_names": list(class_names),
             "stem": str(cfg.model.stem), "norm": str(cfg.model.norm), "image_size": int(crop), "resize": int(resize),

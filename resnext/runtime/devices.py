@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,6 +246,16 @@ def resolve_type(requested: str) -> str:
     if installed_pairing_problem() is not None:  # torch_npu is installed but unusable: say why it is passed over
         log.warning("device=auto does not use the NPU: %s", problem)
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, as torch's DataLoader counts them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cores_per_rank(local_ranks: int) -> int:
+    """This node's cores shared out between the ranks it runs: each rank's budget of threads and workers."""
+    return max(1, available_cores() // max(1, local_ranks))
 
 
 def local_devices(dcfg, kind: str) -> List[Device]:

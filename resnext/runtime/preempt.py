@@ -25,7 +25,7 @@ import torch.distributed as dist
 log = logging.getLogger("resnext")
 
 # Exit codes, documented in README "Long runs and clusters".
-EXIT_PREEMPTED = 75  # a signal stopped the run after a checkpoint: requeue it with resume=auto (EX_TEMPFAIL)
+EXIT_PREEMPTED = 75  # a signal stopped the run after a checkpoint: resume it in its directory (EX_TEMPFAIL)
 EXIT_HANG = 124  # the hang watchdog ended the job: a rank made no progress for distributed.timeout_min
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
@@ -122,8 +122,8 @@ class StepGuard:
             self.save(epoch, step)
         if self.group is not None:
             dist.barrier(group=self.group)  # nobody leaves before rank 0 has written
-        raise Preempted(f"{name}: stopped at epoch {epoch} step {step} with a checkpoint; run the same command "
-                        f"with resume=auto to continue (exit code {EXIT_PREEMPTED})")
+        # train.py adds the command that continues this run: resume=auto alone would start a new directory.
+        raise Preempted(f"{name}: stopped at epoch {epoch} step {step} with a checkpoint (exit code {EXIT_PREEMPTED})")
 
 
 class _BeatingLoader:

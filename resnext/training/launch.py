@@ -7,6 +7,7 @@ ranks; each gets the resolved config (never Hydra again), its device and the one
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -20,14 +21,16 @@ import torch.multiprocessing as mp
 from omegaconf import DictConfig, OmegaConf
 
 from ..runtime import distributed, preempt
-from ..runtime.amp import amp_problem, describe_amp
+from ..runtime.amp import amp_advice, amp_problem, describe_amp
 from ..config.errors import ConfigError
 from ..config.schema import typed_config
 from ..data.robust import BadImageError, bad_image_message
-from ..runtime.devices import (ALLOWED_BACKENDS, BACKENDS, Device, RankContext, hardware_problem, layout_problem,
-                               local_devices, resolve_type)
+from ..runtime.devices import (ALLOWED_BACKENDS, BACKENDS, Device, RankContext, cores_per_rank, hardware_problem,
+                               layout_problem, local_devices, resolve_type)
 from ..loggers.metrics import setup_process_logging
 from .optim import effective_lr
+
+log = logging.getLogger("resnext")
 
 # hydra.run.dir in conf/config.yaml calls this resolver; train.py imports this module before composing.
 distributed.register_resolvers()
@@ -56,6 +59,7 @@ class LaunchPlan:
     source: str = ""  # env: torchrun | slurm
     hardware_checked: bool = True
     problems: Tuple[str, ...] = ()  # dry run: what a real launch would refuse
+    notes: Tuple[str, ...] = ()  # what runs, but not as configured or not well: logged once before the ranks start
 
     @property
     def distributed(self) -> bool:
@@ -78,6 +82,7 @@ class LaunchPlan:
             rank, local_rank = self.first_rank + index, self.first_local_rank + index
             lines.append(f"  rank {rank} (local {local_rank}): {device}" + (" -- prints, writes checkpoints and "
                                                                             "metrics" if rank == 0 else ""))
+        lines += [f"  note: {note}" for note in self.notes]
         if not self.hardware_checked:
             lines.append("  hardware and optional packages: NOT checked (launch.dry_run=true)")
             lines += [f"  would refuse: {problem}" for problem in self.problems]
@@ -111,12 +116,25 @@ def plan(cfg: DictConfig) -> LaunchPlan:
         raise ConfigError("\n".join(problems))
     if mode == "spawn" and world_size > 1 and port is None and not dry_run:
         port = distributed.free_port(addr)
+    local_ranks = env.local_world_size if env is not None else len(devices)  # None: the launcher does not say
+    workers, workers_note = _capped_workers(cfg.dataset.workers, local_ranks)
+    notes = tuple(note for note in (workers_note, amp_advice(cfg.amp, kind)) if note)
     return LaunchPlan(mode=mode, device_type=kind, devices=tuple(devices), world_size=world_size,
                       first_rank=first_rank, first_local_rank=first_local, backend=backend, addr=addr, port=port,
                       global_batch=cfg.dataset.batch_size, per_rank_batch=cfg.dataset.batch_size // world_size,
-                      lr=effective_lr(cfg.optim, cfg.dataset.batch_size), workers=cfg.dataset.workers,
+                      lr=effective_lr(cfg.optim, cfg.dataset.batch_size), workers=workers,
                       amp=describe_amp(cfg.amp), source=env.source if env else "",
-                      hardware_checked=not dry_run, problems=tuple(problems))
+                      hardware_checked=not dry_run, problems=tuple(problems), notes=notes)
+
+
+def _capped_workers(requested: int, local_ranks: Optional[int]) -> Tuple[int, Optional[str]]:
+    """dataset.workers per rank, at most this node's cores per rank: more worker processes than cores only
+    compete for them (dataset=folder's 8 on a 2-core machine made torch warn twice and ran no faster)."""
+    if local_ranks is None or requested <= cores_per_rank(local_ranks):
+        return requested, None
+    cap = cores_per_rank(local_ranks)
+    return cap, (f"dataset.workers={requested} capped at {cap} loader worker(s) per rank: this node gives "
+                 f"{cap} CPU core(s) to each of its {local_ranks} rank(s)")
 
 
 def _env_device(dcfg, kind: str, env: distributed.EnvRanks) -> Device:
@@ -159,6 +177,10 @@ def _check_ranks(cfg: DictConfig, kind: str, world_size: int) -> None:
 def run(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Worker) -> float:
     """Run `worker` on every rank of the plan; rank 0's return value (the best Acc@1) comes back."""
     run_dir = Path(run_dir)
+    for note in launch_plan.notes:
+        log.warning("%s", note)
+    if launch_plan.workers != cfg.dataset.workers:  # the plan capped them: the ranks (and checkpoints) use its count
+        cfg = OmegaConf.merge(cfg, {"dataset": {"workers": launch_plan.workers}})
     if not launch_plan.distributed:
         return worker(cfg, RankContext(0, 0, 1, launch_plan.devices[0], run_dir))
     if launch_plan.mode == "spawn":
@@ -196,8 +218,8 @@ def _spawn(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Work
         _stop(context.processes)
         codes = [process.exitcode for process in context.processes]
         if preempt.EXIT_PREEMPTED in codes:
-            raise preempt.Preempted(f"rank {codes.index(preempt.EXIT_PREEMPTED)} stopped after a checkpoint; run "
-                                    "the same command with resume=auto to continue") from err
+            raise preempt.Preempted(f"rank {codes.index(preempt.EXIT_PREEMPTED)} stopped after a checkpoint "
+                                    f"(exit code {preempt.EXIT_PREEMPTED})") from err
         if preempt.EXIT_HANG in codes:  # the peers' "connection closed" tracebacks that follow are noise
             raise HangDetected(f"the hang watchdog ended the job (exit {preempt.EXIT_HANG}): see its message "
                                "above, which names the rank that stopped making progress") from err

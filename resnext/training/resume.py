@@ -112,6 +112,17 @@ def check_input_files(cfg: DictConfig, run_dir: Optional[Path] = None) -> None:
                     allow_other_head=True)
 
 
+def describe_start(path: str, state: Dict[str, Any], evaluate: bool) -> str:
+    """The log line for a run that starts from a checkpoint: where in training it was written, and its best
+    Acc@1 when it has one (-1 in the file: no epoch was validated before it was written)."""
+    epoch, step, best = state.get("epoch", 0), state.get("step", 0), state.get("best_acc1", -1.0)
+    best_text = f" (best Acc@1 {best:.3f})" if best is not None and best >= 0 else " (not validated yet)"
+    if evaluate:  # model_best or checkpoint: `epoch` is the next epoch, so the epochs it was trained for
+        trained = f"{epoch} epoch(s)" + (f" and {step} step(s)" if step else "")
+        return f"evaluating {path}: the weights after {trained} of training{best_text}"
+    return f"resumed from {path} at epoch {epoch} step {step}{best_text}"
+
+
 def schedule_length(cfg: DictConfig, steps_per_epoch: int) -> Dict[str, int]:
     """What the schedule was built for; saved in each checkpoint so resume can tell a longer run."""
     return {"epochs": int(cfg.epochs), "steps_per_epoch": int(steps_per_epoch)}

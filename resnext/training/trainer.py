@@ -27,6 +27,7 @@ from ..runtime.amp import MixedPrecision
 from ..data import build_loaders
 from ..data.robust import SkipReport
 from ..runtime.devices import RankContext
+from .divergence import DivergenceWatch
 from .losses import build_criterion
 from .engine import LoopSettings, evaluate, train_one_epoch
 from ..loggers import open_sinks
@@ -126,7 +127,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
 
     # -1 until the first validation, so the first validated epoch always writes model_best.
     start_epoch, start_step, best_acc1 = 0, 0, -1.0
-    resume_path = checkpoint.resolve_resume(cfg.resume, ctx.run_dir)  # resume=auto: this run dir's, if any
+    resume_path = _resume_path(cfg, ctx)
     if resume_path and ctx.is_main:
         checkpoint.remove_stale_temp_files(ctx.run_dir)
     if resume_path:
@@ -138,8 +139,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
         if "rng" in state:
             ctx.device.set_rng_state(state["rng"]["device"])
         if ctx.is_main:
-            log.info("resumed from %s at epoch %d step %d (best Acc@1 %.3f)", resume_path, start_epoch, start_step,
-                     best_acc1)
+            log.info("%s", resume.describe_start(resume_path, state, cfg.evaluate))
 
     train_model = _wrap_ddp(model, ctx)
     if cfg.model.compile:
@@ -178,6 +178,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
     skips = SkipReport(ctx.run_dir) if ctx.is_main else None
     record: Dict[str, Any] = {}
     fps_per_epoch: List[float] = []
+    divergence = DivergenceWatch(cfg, loaders.num_classes)
     watchdog = Watchdog(ctx.rank, ctx.world_size, cfg.distributed.timeout_min)
     guard = preempt.StepGuard(cfg.checkpoint, ctx.is_main, ctx.distributed, save_mid_epoch, watchdog.beat)
     # The writer closes the tracked runs however this block ends (finished, failed, preempted).
@@ -202,6 +203,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
                           "best_acc1": max(best_acc1, 0.0), "seconds": time.time() - epoch_start,
                           **skips.for_epoch(epoch)}
                 writer.write(record)
+                divergence.check(record)
                 fps_per_epoch.append(train_stats["fps"])
                 checkpoint.save_checkpoint(state_at(epoch + 1), ctx.run_dir, is_best, cfg.checkpoint.save)
                 if cfg.checkpoint.save in ("all", "last"):
@@ -209,9 +211,17 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
             watchdog.beat()
     best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated
     if ctx.is_main:
-        _write_result(ctx, best_acc1, record, fps_per_epoch, time.time() - started)
+        _write_result(ctx, best_acc1, record, fps_per_epoch, time.time() - started, divergence.warnings)
         log.info("done: best Acc@1 %.3f in %.1f s", best_acc1, time.time() - started)
     return best_acc1
+
+
+def _resume_path(cfg: DictConfig, ctx: RankContext) -> Any:
+    """The checkpoint to continue from: resume=auto takes this run directory's, and says when there is none."""
+    path = checkpoint.resolve_resume(cfg.resume, ctx.run_dir)
+    if cfg.resume == checkpoint.AUTO and path is None and ctx.is_main:
+        log.info("resume=auto: no %s in %s: a fresh start", checkpoint.LAST, ctx.run_dir)
+    return path
 
 
 def _after_step(ema, guard_hook, epoch: int):
@@ -231,10 +241,11 @@ def _write_json(ctx: RankContext, name: str, content: Dict[str, Any]) -> None:
 
 
 def _write_result(ctx: RankContext, best_acc1: float, last: Dict[str, Any], fps_per_epoch: List[float],
-                  seconds: float) -> None:
-    """result.json: what a sweep summary reads for this job. fps is the median epoch's, not the last's."""
+                  seconds: float, warnings: List[str]) -> None:
+    """result.json: what a sweep summary reads for this job. fps is the median epoch's, not the last's;
+    warnings: what the run said while it ran, such as `diverging: ...` (completed is not the same as fine)."""
     result = {"status": "completed", "best_acc1": best_acc1, "final_train_loss": last.get("train_loss"),
               "fps": statistics.median(fps_per_epoch) if fps_per_epoch else None,
               "fps_is": "median over this run's epochs of FPS@all", "fps_per_epoch": fps_per_epoch,
-              "wall_time_s": seconds}
+              "wall_time_s": seconds, "warnings": warnings}
     _write_json(ctx, "result.json", result)
