@@ -26,6 +26,7 @@ from .config.schema import check_config, register_configs
 from .data import check_dataset, resolve_loader
 from .data.robust import BadImageError, bad_image_message
 from .loggers import check_loggers
+from .runtime import run_record
 from .runtime.preempt import Preempted
 from .models.pretrained import ensure_cached, is_torchvision
 from .training.recipe_checks import check_recipe
@@ -93,6 +94,15 @@ def resume_command(run_dir: Path, args: Sequence[str]) -> str:
     return " ".join(["python -m resnext.train", *(shlex.quote(arg) for arg in [*kept, *where])])
 
 
+def _record_start(cfg: DictConfig, plan: launch.LaunchPlan, run_dir: Path) -> None:
+    """run_record.json, once per start, by rank 0's process (with spawn: its parent, the one Hydra started)."""
+    if plan.first_rank != 0:  # distributed=env: every rank runs main, rank 0 speaks for the run
+        return
+    overrides = HydraConfig.get().overrides
+    run_record.start(run_dir, sys.argv, list(overrides.task), list(overrides.hydra), plan.device_type,
+                     [str(device) for device in plan.devices], checkpoint.resolve_resume(cfg.resume, run_dir))
+
+
 def _run(cfg: DictConfig, plan: launch.LaunchPlan, run_dir: Path) -> float:
     """Launch; a failure is written to train.log (with its traceback) and to result.json as status failed."""
     try:
@@ -152,6 +162,7 @@ def main(cfg: DictConfig) -> float:
             print(f"  resume/model.weights: a real launch would refuse it: {files_problem}")
         _discard_run_dir(run_dir)
         return 0.0
+    _record_start(cfg, plan, run_dir)
     return _run(cfg, plan, run_dir)
 
 

@@ -1,6 +1,7 @@
 """Data parallelism is exact: 2 CPU processes with global batch B end where 1 process with batch B does."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -56,4 +57,6 @@ def test_torchrun_ranks_join_and_share_one_run_dir(tmp_path):
     assert len(run_dirs) == 1 and run_dirs[0].name.startswith("torchrun-"), run_dirs  # one dir for both ranks
     files = {p.name for p in run_dirs[0].iterdir()}
     assert {"checkpoint.pth.tar", "metrics.jsonl", "train.log", "train_rank1.log"} <= files
+    record = json.loads((run_dirs[0] / "run_record.json").read_text())  # written by rank 0 alone, before training
+    assert record["env"]["WORLD_SIZE"] == "2" and record["env"]["RANK"] == "0" and record["resumes"] == []
     assert proc.stdout.count("FPS@all") == 1 and "world size" not in proc.stderr

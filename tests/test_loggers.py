@@ -51,12 +51,24 @@ def test_a_bad_wandb_mode_is_refused_naming_the_key():
         check_loggers(compose_config(["logger=wandb", "logger.wandb.mode=offlne"]))
 
 
+# What train.main records in the run directory before the ranks start (resnext/runtime/run_record.py); the
+# sinks read it from there, so a hand-made one does here.
+RECORD = {"git": {"commit": "abc1234" + "0" * 33, "dirty": True}, "versions": {"torch": "2.14.1", "python": "3.11.7"},
+          "devices": {"type": "cpu", "used": ["cpu"]}, "env": {"NCCL_DEBUG": "INFO"}, "resumes": []}
+
+
+def write_record(run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run_record.json").write_text(json.dumps(RECORD))
+
+
 def test_mlflow_local_store_holds_params_metrics_tags_and_artifacts(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default store is MLflow's sqlite:///mlflow.db in the working directory
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = compose_config(["logger=[mlflow,csv]", "epochs=2", "logger.mlflow.experiment=tiny",
                           "logger.mlflow.log_artifacts=true", "max_steps_per_epoch=1"])
     run_dir = tmp_path / "run"
+    write_record(run_dir)
     train_in_process(cfg, run_dir)
 
     from mlflow import MlflowClient
@@ -68,6 +80,10 @@ def test_mlflow_local_store_holds_params_metrics_tags_and_artifacts(tmp_path, mo
     assert run.info.status == "FINISHED"
     assert run.data.params["optim.lr"] == "0.1" and run.data.params["dataset.image_size"] == "16"
     assert run.data.tags["run_dir"] == str(run_dir.resolve())
+    assert {k: run.data.tags[k] for k in ("run.git_commit", "run.git_dirty", "run.torch", "run.device_used",
+                                          "run.env.NCCL_DEBUG")} == {
+        "run.git_commit": RECORD["git"]["commit"], "run.git_dirty": "True", "run.torch": "2.14.1",
+        "run.device_used": "cpu", "run.env.NCCL_DEBUG": "INFO"}
     history = client.get_metric_history(run.info.run_id, "acc1")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [(m.step, m.value) for m in history] == [(r["epoch"], r["acc1"]) for r in records]
@@ -169,7 +185,7 @@ def test_wandb_offline_run_files_hold_config_and_metrics(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = compose_config(["logger=wandb", "logger.wandb.project=tiny"])
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    write_record(run_dir)
     writer = MetricsWriter(run_dir, open_sinks(cfg, run_dir))
     writer.write_step(3, {"loss": 2.5, "lr": 0.1, "fps": 100.0})
     writer.write({"epoch": 0, "train_loss": 2.0, "acc1": 40.0})
@@ -179,6 +195,7 @@ def test_wandb_offline_run_files_hold_config_and_metrics(tmp_path, monkeypatch):
     run = read_run(run_file)
     assert run["config"]["optim.lr"] == "0.1"
     assert run["config"]["run/run_dir"] == str(run_dir.resolve())
+    assert run["config"]["run/git_commit"] == RECORD["git"]["commit"] and run["config"]["run/torch"] == "2.14.1"
     history = [h for h in run["history"] if "epoch" in h or "global_step" in h]
     assert [(h.get("global_step"), h.get("step/loss")) for h in history if "global_step" in h] == [(3, 2.5)]
     assert [(h["epoch"], h["acc1"]) for h in history if "epoch" in h] == [(0, 40), (1, 75)]

@@ -14,8 +14,10 @@ from resnext.sweeps import results, summary
 
 
 def make_job(sweep_dir: Path, name: str, overrides: Sequence[str], *, lr: float = 0.1, batch: int = 256,
-             lr_scaling: str = "none", result: Optional[dict] = None, metrics: Sequence[dict] = ()) -> Path:
-    """A job directory as train.py + Hydra leave it: .hydra/{overrides,config}.yaml, metrics.jsonl, result.json."""
+             lr_scaling: str = "none", result: Optional[dict] = None, metrics: Sequence[dict] = (),
+             starts: Sequence[dict] = ()) -> Path:
+    """A job directory as train.py + Hydra leave it: .hydra/{overrides,config}.yaml, metrics.jsonl, result.json,
+    and run_record.json with the `git` of each start (the first, then its resumes)."""
     job_dir = sweep_dir / name
     (job_dir / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(list(overrides)), job_dir / ".hydra" / "overrides.yaml")
@@ -26,7 +28,14 @@ def make_job(sweep_dir: Path, name: str, overrides: Sequence[str], *, lr: float 
         (job_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     if result is not None:
         (job_dir / "result.json").write_text(json.dumps(result))
+    if starts:
+        record = {"git": starts[0], "resumes": [{"git": git} for git in starts[1:]]}
+        (job_dir / "run_record.json").write_text(json.dumps(record))
     return job_dir
+
+
+def code(commit: Optional[str], dirty: bool = False) -> dict:
+    return {"commit": commit, "dirty": dirty} if commit else {"commit": None, "outside_git": True}
 
 
 def completed(acc1: float, loss: float = 1.0) -> dict:
@@ -48,11 +57,13 @@ def grid_dir(tmp_path: Path) -> Path:
     sweep = tmp_path / "sweep"
     common = ["epochs=2", "dataset=synthetic"]
     make_job(sweep, "0", ["optim.lr=0.1", "dataset.batch_size=128", *common], lr=0.1, batch=128,
-             result=completed(40.0), metrics=[epoch(0, 40.0, 2.0)])
+             result=completed(40.0), metrics=[epoch(0, 40.0, 2.0)], starts=[code("a" * 40)])
+    # Preempted twice: resumed once by the same code, then by another, dirty commit.
     make_job(sweep, "1", ["optim.lr=0.1", "dataset.batch_size=256", *common], lr=0.1, batch=256,
-             result=completed(55.5, 1.5), metrics=[epoch(0, 55.5, 1.5)])
+             result=completed(55.5, 1.5), metrics=[epoch(0, 55.5, 1.5)],
+             starts=[code("a" * 40), code("a" * 40), code("b" * 40, dirty=True)])
     make_job(sweep, "2", ["optim.lr=0.2", "dataset.batch_size=128", *common], lr=0.2, batch=128,
-             result={"status": "failed", "error": "RuntimeError: a | b"})
+             result={"status": "failed", "error": "RuntimeError: a | b"}, starts=[code(None)])
     # Running: its partial Acc@1 is higher than any finished job's, but it must not be marked best.
     make_job(sweep, "3", ["optim.lr=0.2", "dataset.batch_size=256", *common], lr=0.2, batch=256,
              metrics=[epoch(0, 50.0, 3.0, seconds=4.0), epoch(1, 70.0, 2.5, seconds=6.0)])
@@ -82,10 +93,13 @@ def test_write_summary_files(grid_dir: Path) -> None:
     assert [r["best"] for r in rows] == ["", "1", "", ""]
     assert rows[2]["status"] == "failed" and rows[2]["error"] == "RuntimeError: a | b"
     assert rows[0]["overrides"] == "optim.lr=0.1 dataset.batch_size=128 epochs=2 dataset=synthetic"
+    # The code each job ran, from its run_record.json (job 3 predates records: no commit known).
+    assert [r["commit"] for r in rows] == ["aaaaaaa", "aaaaaaa -> bbbbbbb+dirty", "no git", ""]
 
     table = (grid_dir / "summary.md").read_text()
     assert table.count("★") == 2  # the intro line and the best row
     assert "| 1 ★ | 0.1 | 256 | **55.500** |" in table
+    assert "| 12.0 | aaaaaaa -> bbbbbbb+dirty | completed |" in table and "| commit | status |" in table
     assert "failed: RuntimeError: a \\| b" in table  # a pipe in an error does not break the table
     assert "effective lr" not in table  # no lr scaling in this sweep
     assert (grid_dir / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -99,6 +113,7 @@ def test_effective_lr_shown_when_scaled(tmp_path: Path) -> None:
     assert [r["effective_lr"] for r in read_csv(tmp_path / "summary.csv")] == ["0.05", "0.2"]
     table = (tmp_path / "summary.md").read_text()
     assert "effective lr" in table and "| 1 ★ | 512 | 0.2 |" in table
+    assert "commit" not in table  # no job has a run record: no empty column
 
 
 def test_jobs_sorted_numerically_and_half_written_files_tolerated(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from ..config.errors import ConfigError
+from ..runtime import run_record
 from .base import Guarded, Sink
 from .local import CsvSink, TensorBoardSink
 from .remote import MlflowSink, WandbSink
@@ -68,9 +69,10 @@ def flatten(node: Any, prefix: str = "") -> Dict[str, str]:
 
 
 def run_tags(run_dir: Path) -> Dict[str, str]:
-    """What identifies the run: its directory, and for a multirun job the sweep directory, job number and
-    overrides, read from the .hydra/hydra.yaml Hydra wrote (the ranks never see HydraConfig)."""
-    tags = {"run_dir": str(Path(run_dir).resolve()), "mode": "RUN"}
+    """What identifies the run: its directory, what produced it (run_record.json's newest start as run.* tags:
+    run.git_commit, run.torch, ...), and for a multirun job the sweep directory, job number and overrides, read
+    from the .hydra/hydra.yaml Hydra wrote (the ranks never see HydraConfig)."""
+    tags = {"run_dir": str(Path(run_dir).resolve()), "mode": "RUN", **run_record.tags(run_dir)}
     hydra_yaml = Path(run_dir) / ".hydra" / "hydra.yaml"
     if not hydra_yaml.is_file():
         return tags

@@ -129,9 +129,11 @@ class WandbSink(Sink):
         # allow_val_change: the resume may change keys (epochs, resume, ...), the config shows the latest values.
         continued = ({"id": self.previous["id"], "resume": "allow", "allow_val_change": True}
                      if self.previous.get("id") else {})
+        # Tags go into the config under run/ (run.git_commit -> run/git_commit): W&B tags are short labels.
         self.run = wandb.init(project=self.cfg.project, entity=self.cfg.entity, group=group, name=self.run_name,
                               dir=str(self.run_dir), mode=self.cfg.mode, tags=labels,
-                              config={**params, **{f"run/{k}": v for k, v in tags.items()}}, **continued)
+                              config={**params, **{f"run/{k.removeprefix('run.')}": v for k, v in tags.items()}},
+                              **continued)
         self.run.define_metric("global_step")
         self.run.define_metric("step/*", step_metric="global_step")
         self.run.define_metric("epoch")

@@ -1,6 +1,6 @@
 """A sweep's jobs as rows: read from what each job left on disk, and rendered as CSV and Markdown tables.
 
-Everything is rebuilt from the job directories (.hydra/, result.json, metrics.jsonl), never from
+Everything is rebuilt from the job directories (.hydra/, result.json, metrics.jsonl, run_record.json), never from
 in-memory sweep state, so the same code serves the sweep callback (resnext.sweeps.callback, after every job,
 whichever launcher ran it and on whichever machine) and `python -m resnext.report <sweep dir>` on a
 sweep that is still running or was interrupted.
@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence
 
 from omegaconf import OmegaConf
 
+from ..runtime import run_record
 from ..training.optim import effective_lr
 
 log = logging.getLogger("resnext")
@@ -43,6 +44,7 @@ class JobResult:
     lr_scaling: str = "none"
     effective_lr: Optional[float] = None  # what the optimizer used after scaling by the global batch
     batch_size: Optional[int] = None
+    commit: str = ""  # the code of each start: 'abc1234', 'abc1234+dirty', 'abc1234 -> def5678' (run_record.json)
 
 
 def _parse_overrides(lines: Sequence[str]) -> Dict[str, str]:
@@ -101,6 +103,7 @@ def load_job(job_dir: Path, sweep_dir: Path) -> JobResult:
     job.final_train_loss = metrics.get("train_loss")
     job.fps = metrics.get("fps")
     job.wall_time_s = metrics.get("seconds_total")
+    job.commit = run_record.code_summary(read_json(job_dir / run_record.RECORD_FILE))
     result = read_json(job_dir / "result.json")
     if result is not None:
         job.status = result.get("status", "completed")
@@ -154,7 +157,7 @@ def to_csv(jobs: Sequence[JobResult]) -> str:
     keys = swept_keys(jobs)
     best = best_job(jobs)
     columns = ["job", "best", *keys, "lr", "lr_scaling", "effective_lr", "batch_size", "best_acc1",
-               "final_train_loss", "fps", "wall_time_s", "status", "error", "overrides"]
+               "final_train_loss", "fps", "wall_time_s", "commit", "status", "error", "overrides"]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -171,8 +174,9 @@ def to_markdown(jobs: Sequence[JobResult]) -> str:
     keys = swept_keys(jobs)
     best = best_job(jobs)
     show_effective = any(j.lr_scaling != "none" for j in jobs)
+    show_commit = any(j.commit for j in jobs)  # jobs from before run records have none
     header = ["job", *keys, *(["effective lr"] if show_effective else []), "best Acc@1", "final train loss",
-              "FPS", "wall time (s)", "status"]
+              "FPS", "wall time (s)", *(["commit"] if show_commit else []), "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for job in jobs:
         mark = job is best
@@ -180,7 +184,8 @@ def to_markdown(jobs: Sequence[JobResult]) -> str:
         cells = [f"{job.job} ★" if mark else job.job, *(job.overrides.get(k, "") for k in keys),
                  *([f"{job.effective_lr:g}" if job.effective_lr is not None else ""] if show_effective else []),
                  f"**{acc}**" if mark else acc, _fmt(job.final_train_loss, 4), _fmt(job.fps, 1),
-                 _fmt(job.wall_time_s, 1), _status_text(job).replace("|", "\\|").replace("\n", " ")]
+                 _fmt(job.wall_time_s, 1), *([job.commit] if show_commit else []),
+                 _status_text(job).replace("|", "\\|").replace("\n", " ")]
         lines.append("| " + " | ".join(cells) + " |")
     counts = {s: sum(j.status == s for j in jobs) for s in ("completed", "failed", "incomplete")}
     intro = f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "."
