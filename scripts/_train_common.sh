@@ -73,7 +73,7 @@ value_after() {  # value_after KEY PATTERN: the token after KEY on the last log 
   grep -a -- "$2" "$log" | awk -v key="$1" '{for (i = 1; i < NF; i++) if ($i == key) v = $(i + 1)} END {print v}'
 }
 fps=$(grep -a "FPS@all" "$log" | awk '{s += $NF; n++} END {if (n) printf "%.3f", s / n}')
-global_batch=$(value_after batch "global batch")
+global_batch=$(value_after batch "classes; global batch")  # the trainer's start line only: warnings name batches too
 train_accuracy=$(value_after "Acc@1" "\* Acc@1")
 actual_loss=$(value_after loss "FPS@all")
 training_time=""
