@@ -199,7 +199,7 @@ def resolve_resume(resume: Any, run_dir: Path) -> Any:
 
 def remove_stale_temp_files(run_dir: Path) -> None:
     """Checkpoint temp files a killed run left behind (a kill -9 mid-write cannot clean up): full-size copies."""
-    for pattern in (LAST + "*.tmp", BEST + ".tmp", "checkpoint_epoch*.tmp"):
+    for pattern in (LAST + "*.tmp", BEST + "*.tmp", "checkpoint_epoch*.tmp"):  # mkstemp: name + random + .tmp
         for stale in Path(run_dir).glob(pattern):
             stale.unlink(missing_ok=True)
 
