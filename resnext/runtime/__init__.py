@@ -1,5 +1,6 @@
 """The runtime wing: what a process needs to run anywhere, whatever it trains.
 
-Devices (CPU, CUDA, Ascend NPU), the process group, mixed precision, speed switches, signals and the
-hang watchdog. It imports only config.
+Devices (CPU, CUDA, Ascend NPU), the process group, mixed precision, speed switches, signals, the
+hang watchdog, and the shims for torch's API differences across supported releases (compat). It imports
+only config.
 """

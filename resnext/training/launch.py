@@ -20,6 +20,7 @@ import torch.multiprocessing as mp
 from omegaconf import DictConfig, OmegaConf
 
 from ..runtime import distributed, preempt
+from ..runtime.compat import join_processes
 from ..runtime.amp import amp_problem, describe_amp
 from ..config.errors import ConfigError
 from ..config.schema import typed_config
@@ -190,7 +191,7 @@ def _spawn(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Work
     restore_signals = preempt.forward_signals(context.processes)  # the ranks checkpoint, then exit
     try:
         # The grace period lets the other ranks of a preempted job leave by themselves after the barrier.
-        while not context.join(grace_period=PREEMPT_GRACE_S):
+        while not join_processes(context, PREEMPT_GRACE_S):
             pass
     except (mp.ProcessRaisedException, mp.ProcessExitedException) as err:
         _stop(context.processes)
