@@ -14,7 +14,9 @@ import torch
 from resnext import export, predict
 from resnext.data.synthetic import CLASSES, make_synthetic
 from resnext.models.card import build_from_card, load_model
-from tests.conftest import compose_config, train_in_process
+from tests.conftest import compose_config, needs, train_in_process
+
+ONNX = needs("onnx", "onnxruntime", extra="export")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,7 @@ def _export(run_dir: Path, fmt: str, capsys) -> str:
     return capsys.readouterr().out
 
 
+@ONNX
 def test_onnx_export_has_a_dynamic_batch_and_matches_pytorch(run_dir, capsys):
     import onnxruntime as ort
 
@@ -82,6 +85,7 @@ def test_torchscript_export_runs_without_the_python_model(run_dir, capsys):
         assert torch.equal(scripted(x), model(x))
 
 
+@needs("safetensors", extra="export")
 def test_safetensors_export_with_sidecar_loads_strictly_into_the_architecture(run_dir, capsys):
     from safetensors.torch import load_file
 
@@ -96,6 +100,7 @@ def test_safetensors_export_with_sidecar_loads_strictly_into_the_architecture(ru
         assert torch.equal(fresh(x), model(x))
 
 
+@ONNX
 def test_predict_from_checkpoint_and_from_onnx_agree(run_dir, images, tmp_path, capsys):
     if not (run_dir / "model_best.onnx").is_file():
         _export(run_dir, "onnx", capsys)
@@ -121,17 +126,19 @@ def test_predict_from_checkpoint_and_from_onnx_agree(run_dir, images, tmp_path, 
         assert a["top"][0]["probability"] == pytest.approx(b["top"][0]["probability"], abs=1e-4)
 
 
+# format=torchscript where the checkpoint is the mistake: it needs no optional package, so none is refused first.
 @pytest.mark.parametrize("tool, args, message", [
-    (export, ["checkpoint=/nonexistent/model_best.pth.tar", "format=onnx"], "checkpoint=/nonexistent/model_best"
+    (export, ["checkpoint=/nonexistent/model_best.pth.tar", "format=torchscript"], "checkpoint=/nonexistent/model_best"
                                                                           ".pth.tar: no such file"),
-    (export, ["checkpoint={garbage}", "format=onnx"], "cannot be loaded: it is not a PyTorch checkpoint"),
+    (export, ["checkpoint={garbage}", "format=torchscript"], "cannot be loaded: it is not a PyTorch checkpoint"),
     (export, ["checkpoint={ckpt}", "format=tflite"], "format='tflite' is not one of onnx, torchscript, safetensors"),
     (export, ["chekpoint={ckpt}", "format=onnx"], "Key 'chekpoint' not in 'ExportArgs'"),
     (export, ["format=onnx"], "checkpoint must be given"),
-    (export, ["checkpoint={ckpt}", "format=onnx", "ema=true"], "holds no EMA weights"),
+    (export, ["checkpoint={ckpt}", "format=torchscript", "ema=true"], "holds no EMA weights"),
     (predict, ["checkpoint={ckpt}", "inputs={tmp}/*.jpg"], "no images there"),
     (predict, ["checkpoint={ckpt}", "inputs={images}", "device=tpu"], "device=tpu cannot be used here"),
-    (predict, ["checkpoint={garbage_onnx}", "inputs={images}"], "is not a readable ONNX model"),
+    pytest.param(predict, ["checkpoint={garbage_onnx}", "inputs={images}"], "is not a readable ONNX model",
+                 marks=needs("onnxruntime", extra="export")),
     (predict, ["checkpoint={garbage}", "inputs={images}"], "cannot be loaded: it is not a PyTorch checkpoint"),
 ])
 def test_user_mistakes_end_in_one_line_and_exit_2(run_dir, images, tmp_path, capsys, tool, args, message):
@@ -228,9 +235,10 @@ def test_a_missing_export_package_is_named_with_the_pip_line(run_dir, monkeypatc
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    hidden = ("onnx", "onnxruntime")  # both, so the message is the same whether or not the extra is installed
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in hidden else real(name, *a))
     assert export.main([f"checkpoint={run_dir / 'model_best.pth.tar'}", "format=onnx"]) == 2
-    assert 'format=onnx needs onnxruntime, not installed: pip install -e ".[export]"' in capsys.readouterr().err
+    assert 'format=onnx needs onnx, onnxruntime, not installed: pip install -e ".[export]"' in capsys.readouterr().err
 
 
 def test_evaluate_writes_per_class_table_and_confusion_picture(run_dir, tmp_path):
@@ -264,6 +272,7 @@ def test_confusion_picture_of_a_1000_class_set_shows_the_most_confused_classes(t
 
 
 @pytest.mark.slow
+@needs("onnx", "onnxruntime", "onnxscript", extra="export")
 def test_the_dynamo_onnx_exporter_gives_one_verified_file_too(run_dir, tmp_path, capsys):
     out = tmp_path / "dynamo.onnx"
     assert export.main([f"checkpoint={run_dir / 'model_best.pth.tar'}", "format=onnx", "dynamo=true",

@@ -17,7 +17,7 @@ import pytest
 
 import resnext
 from resnext import export
-from tests.conftest import compose_config, train_in_process
+from tests.conftest import compose_config, needs, train_in_process
 
 PACKAGE = Path(resnext.__file__).parent
 COMMANDS = {"train", "export", "predict", "benchmark", "report", "verify_data"}
@@ -145,6 +145,7 @@ def test_a_checkpoint_written_before_the_wings_resumes(pre_wings, tmp_path):
     assert epochs == [1]  # epoch 0 came from the old file; only epoch 1 ran
 
 
+@needs("safetensors", extra="export")
 def test_a_model_best_written_before_the_wings_evaluates_and_exports(pre_wings, tmp_path, capsys):
     run = tmp_path / "eval"
     train_in_process(compose_config([*PRE_WINGS_RUN, "evaluate=true", f"resume={pre_wings / 'model_best.pth.tar'}"]),

@@ -15,8 +15,11 @@ from resnext.loggers import check_loggers, chosen, open_sinks, run_tags
 from resnext.loggers.base import Guarded, Sink
 from resnext.loggers.metrics import MetricsWriter
 from resnext.runtime.preempt import Preempted
-from tests.conftest import cli_in_process, compose_config, train_in_process
+from tests.conftest import cli_in_process, compose_config, needs, train_in_process
 from tests.wandb_records import read_run
+
+MLFLOW = needs("mlflow", extra="mlflow")
+WANDB = needs("wandb", extra="wandb")
 
 
 @pytest.mark.parametrize("overrides, expected", [
@@ -46,6 +49,7 @@ def test_a_missing_tracking_package_is_refused_with_the_pip_line(monkeypatch):
     check_loggers(compose_config(["logger=csv"]))  # a run without mlflow is fine
 
 
+@WANDB
 def test_a_bad_wandb_mode_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match="logger.wandb.mode='offlne' is not one of online, offline, disabled"):
         check_loggers(compose_config(["logger=wandb", "logger.wandb.mode=offlne"]))
@@ -62,6 +66,7 @@ def write_record(run_dir: Path) -> None:
     (run_dir / "run_record.json").write_text(json.dumps(RECORD))
 
 
+@MLFLOW
 def test_mlflow_local_store_holds_params_metrics_tags_and_artifacts(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default store is MLflow's sqlite:///mlflow.db in the working directory
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -102,6 +107,7 @@ def _mlflow_runs(tmp_path, experiment):
     return client, client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
 
 
+@MLFLOW
 def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -118,6 +124,7 @@ def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
     assert run.data.params["epochs"] == "1" and run.data.tags["resumed.epochs"] == "2"  # params are write-once
 
 
+@MLFLOW
 @pytest.mark.parametrize("error, status", [(RuntimeError("boom"), "FAILED"), (Preempted("stopped"), "KILLED")])
 def test_a_run_that_stops_is_not_left_running_on_the_tracking_server(tmp_path, monkeypatch, error, status):
     monkeypatch.chdir(tmp_path)
@@ -140,6 +147,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # closed again when the block ends: nothing listens there
 
 
+@MLFLOW
 def test_an_unreachable_tracking_server_warns_once_and_training_goes_on(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
@@ -178,6 +186,7 @@ def test_a_sink_that_fails_mid_run_is_switched_off_after_one_warning(tmp_path, c
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 4
 
 
+@WANDB
 def test_wandb_offline_run_files_hold_config_and_metrics(tmp_path, monkeypatch):
     for var, sub in (("WANDB_CONFIG_DIR", "cfg"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
         monkeypatch.setenv(var, str(tmp_path / sub))
@@ -201,6 +210,7 @@ def test_wandb_offline_run_files_hold_config_and_metrics(tmp_path, monkeypatch):
     assert [(h["epoch"], h["acc1"]) for h in history if "epoch" in h] == [(0, 40), (1, 75)]
 
 
+@WANDB
 def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
     for var, sub in (("WANDB_CONFIG_DIR", "cfg"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
         monkeypatch.setenv(var, str(tmp_path / sub))

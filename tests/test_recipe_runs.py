@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from resnext.loggers.metrics import read_metrics
-from tests.conftest import compose_config, train_in_process
+from tests.conftest import compose_config, needs, train_in_process
 from tests.recipe_data import write_noisy_colour_tree
 
 # The preset's keys stay as published except what must shrink for a 2-core CPU: the data, image sides
@@ -22,7 +22,7 @@ SHRINK = ["dataset=folder", "dataset.image_size=16", "dataset.val_crop=20", "dat
     # SGD; TA-wide, random erasing 0.1, MixUp 0.2 / CutMix 1.0, smoothing 0.1, RA, EMA: PIL workers
     ("tv_v2", 0.01, "torch"),
     # LAMB at the published lr, BCE; RandAugment, MixUp 0.1 / CutMix 1.0, bicubic: the DALI pipeline
-    ("rsb_a3", 8e-3, "dali"),
+    pytest.param("rsb_a3", 8e-3, "dali", marks=needs("timm", "nvidia.dali", extra="lamb,dali")),
 ])
 def test_a_shrunk_preset_with_every_regulariser_on_learns(tmp_path, preset, lr, loader):
     """The training loss is measured against augmented, mixed targets, so it is noisy by design; the clean

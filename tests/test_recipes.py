@@ -14,8 +14,10 @@ from resnext.runtime.devices import Device
 from resnext.training.losses import BinaryCrossEntropy, build_criterion
 from resnext.training.optim import build_optimizer
 from resnext.training.recipe_checks import check_recipe
-from tests.conftest import TINY, compose_config, run_cli
+from tests.conftest import TINY, compose_config, needs, run_cli
 from tests.test_data import config
+
+LAMB = needs("timm", extra="lamb")  # optim=lamb, and so experiment=rsb_a3
 
 
 def _checked(*overrides: str, tiny: bool = True):
@@ -37,6 +39,7 @@ def test_tv_v2_holds_torchvisions_recipe():
     assert (cfg.model.ema, cfg.model.ema_steps, cfg.model.ema_decay, cfg.epochs, cfg.loss) == (True, 32, 0.99998, 600, "ce")
 
 
+@LAMB
 def test_rsb_a3_holds_the_papers_recipe():
     cfg = _checked("experiment=rsb_a3", "dataset.root=/data/imagenet", tiny=False)
     d, o = cfg.dataset, cfg.optim
@@ -52,7 +55,7 @@ def test_finetune_starts_from_imagenet_weights_on_a_folder():
     assert cfg.optim.lr == 0.01
 
 
-@pytest.mark.parametrize("preset", ["tv_v2", "rsb_a3", "finetune"])
+@pytest.mark.parametrize("preset", ["tv_v2", pytest.param("rsb_a3", marks=LAMB), "finetune"])
 @pytest.mark.parametrize("others", [["device=cpu", "amp=bf16"], ["device=cuda_8p"], ["distributed=env"],
                                     ["sweep=lr_bs"]])
 def test_presets_compose_with_devices_precision_distribution_and_sweeps(preset, others):
@@ -120,7 +123,7 @@ def _tiny_net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
 
 
-@pytest.mark.parametrize("name, cls", [("adamw", "AdamW"), ("lamb", "Lamb"), ("sgd", "SGD")])
+@pytest.mark.parametrize("name, cls", [("adamw", "AdamW"), pytest.param("lamb", "Lamb", marks=LAMB), ("sgd", "SGD")])
 def test_every_optimizer_spares_norms_and_biases_and_learns(name, cls):
     cfg = config(f"optim={name}", "optim.no_decay_norm_bias=true", "optim.weight_decay=0.1")
     torch.manual_seed(0)

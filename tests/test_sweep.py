@@ -14,7 +14,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, needs, run_cli
 from resnext import report
 from resnext.sweeps import summary
 from resnext.sweeps import callback as sweep
@@ -98,6 +98,7 @@ def test_report_rebuilds_the_same_summary(grid_sweep: Path, tmp_path: Path) -> N
 # ---- a failing job, next to a good one, in parallel worker processes ----
 
 @pytest.mark.slow
+@needs("hydra_plugins.hydra_joblib_launcher", extra="sweep")
 def test_failed_job_is_summarised_and_the_others_kept(tmp_path: Path) -> None:
     # optim.lr=-1 composes but check_config refuses it: a job that fails before training. Hydra's
     # BasicSweeper re-raises the failure before on_multirun_end, so the summary comes from the workers.
@@ -117,8 +118,8 @@ def test_failed_job_is_summarised_and_the_others_kept(tmp_path: Path) -> None:
 # ---- Optuna ----
 
 @pytest.mark.slow
+@needs("hydra_plugins.hydra_optuna_sweeper", extra="sweep")
 def test_optuna_search_maximises_acc1(tmp_path: Path) -> None:
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     run_cli(["sweep=optuna_lr_wd", *SWEEP_TINY, "hydra.sweeper.n_trials=2", "hydra.sweep.dir=sweep"], tmp_path)
     sweep_dir = tmp_path / "sweep"
     results = OmegaConf.load(sweep_dir / "optimization_results.yaml")
@@ -137,8 +138,8 @@ def test_ready_sweep_composes_with_other_overrides() -> None:
     assert cfg.hydra.callbacks.sweep_summary._target_ == "resnext.sweeps.callback.SweepSummary"
 
 
+@needs("hydra_plugins.hydra_submitit_launcher", extra="sweep")
 def test_slurm_launcher_composes() -> None:
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = compose_with_hydra(["hydra/launcher=slurm_8gpu", "device=cuda_8p", "distributed=env"])
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.tasks_per_node == cfg.hydra.launcher.gpus_per_node == 8

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..runtime import distributed, preempt
 from ..runtime.amp import amp_advice, amp_problem, describe_amp
+from ..runtime.compat import join_processes
 from ..config.errors import ConfigError
 from ..config.schema import typed_config
 from ..data.robust import BadImageError, bad_image_message
@@ -212,7 +213,7 @@ def _spawn(cfg: DictConfig, launch_plan: LaunchPlan, run_dir: Path, worker: Work
     restore_signals = preempt.forward_signals(context.processes)  # the ranks checkpoint, then exit
     try:
         # The grace period lets the other ranks of a preempted job leave by themselves after the barrier.
-        while not context.join(grace_period=PREEMPT_GRACE_S):
+        while not join_processes(context, PREEMPT_GRACE_S):
             pass
     except (mp.ProcessRaisedException, mp.ProcessExitedException) as err:
         _stop(context.processes)
