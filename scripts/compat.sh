@@ -33,9 +33,8 @@ EXTRAS=test${COMPAT_EXTRAS:+,$COMPAT_EXTRAS}
 if [ -n "${PYTEST_ARGS:-}" ]; then read -r -a TEST_SELECTION <<< "$PYTEST_ARGS"; else TEST_SELECTION=(-m "not slow"); fi
 # The shortened default job: the same model, data and recipe as `python -m resnext.train`, 512 of its 4000
 # training images for one epoch; then two CPU ranks under distributed=spawn, the path that torch 2.4 broke.
-JOB=(epochs=1 dataset.train_size=512 dataset.val_size=256 logger=none progress_bar=false)
-SPAWN=(device=cpu device.nprocs=2 distributed=spawn epochs=1 dataset.train_size=256 dataset.val_size=128
-       logger=none progress_bar=false)
+JOB=(epochs=1 dataset.train_size=512 dataset.val_size=256)
+SPAWN=(device=cpu device.nprocs=2 distributed=spawn epochs=1 dataset.train_size=256 dataset.val_size=128)
 
 mkdir -p "$ROOT/logs"
 
@@ -68,13 +67,15 @@ summary() {  # pytest's closing line, less its timing
 }
 
 run_tests() {  # venv log -> pytest's exit code
-  (cd "$REPO" && "$1/bin/python" -m pytest "${TEST_SELECTION[@]}" -q -p no:cacheprovider) > "$2" 2>&1
+  echo "+ python -m pytest ${TEST_SELECTION[*]} -q -p no:cacheprovider" > "$2"
+  (cd "$REPO" && "$1/bin/python" -m pytest "${TEST_SELECTION[@]}" -q -p no:cacheprovider) >> "$2" 2>&1
 }
 
 run_job() {  # venv log dir args... -> the command's exit code; dir/metrics.jsonl holds its epochs
   local venv=$1 log=$2 dir=$3; shift 3
   rm -rf "$dir"
-  (cd "$REPO" && "$venv/bin/python" -m resnext.train "$@" "hydra.run.dir=$dir") > "$log" 2>&1
+  echo "+ python -m resnext.train $* hydra.run.dir=$dir" > "$log"
+  (cd "$REPO" && "$venv/bin/python" -m resnext.train "$@" "hydra.run.dir=$dir") >> "$log" 2>&1
 }
 
 acc1() { tail -1 "$1/metrics.jsonl" 2>/dev/null | "$2" -c 'import json,sys; print(json.loads(sys.stdin.read())["acc1"])'; }
