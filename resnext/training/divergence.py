@@ -29,7 +29,7 @@ def chance_loss(loss: str, num_classes: int) -> float:
 def _fixes(cfg: Any) -> str:
     """The three ways out, with this run's numbers."""
     lr, batch = effective_lr(cfg.optim, cfg.dataset.batch_size), cfg.dataset.batch_size
-    scaled = cfg.optim.lr * batch / cfg.optim.reference_batch
+    scaled = effective_lr(cfg.optim, batch, rule="linear")
     scaling = ("" if cfg.optim.lr_scaling != "none" else
                f", or optim.lr_scaling=linear (the seed's rule: lr x batch / {cfg.optim.reference_batch}, 0.8 at "
                f"batch 2048; {scaled:g} at this batch)")

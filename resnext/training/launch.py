@@ -131,9 +131,11 @@ def plan(cfg: DictConfig) -> LaunchPlan:
 def _capped_workers(requested: int, local_ranks: Optional[int]) -> Tuple[int, Optional[str]]:
     """dataset.workers per rank, at most this node's cores per rank: more worker processes than cores only
     compete for them (dataset=folder's 8 on a 2-core machine made torch warn twice and ran no faster)."""
-    if local_ranks is None or requested <= cores_per_rank(local_ranks):
+    if local_ranks is None:
         return requested, None
     cap = cores_per_rank(local_ranks)
+    if requested <= cap:
+        return requested, None
     return cap, (f"dataset.workers={requested} capped at {cap} loader worker(s) per rank: this node gives "
                  f"{cap} CPU core(s) to each of its {local_ranks} rank(s)")
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -14,12 +14,14 @@ from ..runtime.devices import Device
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
-def effective_lr(ocfg, global_batch: int) -> float:
-    """optim.lr scaled from optim.reference_batch to the global batch (Goyal et al.'s linear rule, or sqrt)."""
+def effective_lr(ocfg, global_batch: int, rule: Optional[str] = None) -> float:
+    """optim.lr scaled from optim.reference_batch to the global batch (Goyal et al.'s linear rule, or sqrt);
+    `rule` asks what another optim.lr_scaling would give (the divergence warning quotes the linear one)."""
+    rule = ocfg.lr_scaling if rule is None else rule
     ratio = global_batch / ocfg.reference_batch
-    if ocfg.lr_scaling == "linear":
+    if rule == "linear":
         return ocfg.lr * ratio
-    if ocfg.lr_scaling == "sqrt":
+    if rule == "sqrt":
         return ocfg.lr * math.sqrt(ratio)
     return ocfg.lr
 
