@@ -8,10 +8,14 @@ benchmark.seconds after benchmark.warmup_steps (compile, cuDNN autotune and cold
   step           this project's step as configured (amp, channels_last, compile): engine.train_one_epoch
   loader_torch   images/s the torch DataLoader delivers, no model
   loader_dali    the same for the DALI pipeline (when DALI imports)
-  e2e            this project's trainer (trainer.fit) on the data for benchmark.e2e_steps steps
-  e2e_plain      the ImageNet example's loop (fp32 eager) over the same loader for the same steps
+  e2e_plain      the ImageNet example's loop (fp32 eager) over the loader, for benchmark.seconds
+  e2e            this project's trainer (trainer.fit) on the same data, for as many steps as took e2e_plain
+                 benchmark.seconds (fit stops after a step count, not a time): each at most benchmark.e2e_steps
 
-Every figure is divided by baseline_step in `ratios`. Without a dataset root, the loader and e2e figures
+Every part is bounded: its warm-up steps, then benchmark.seconds (the time of warm-up steps, such as
+torch.compile's first step, is not bounded by anything but warmup_steps). The log says what will run, and
+after each part how long it took and about how long the rest will take. Every figure is divided by
+baseline_step in `ratios`. Without a dataset root, the loader and e2e figures
 use a temporary JPEG folder of ImageNet-like sizes (jpeg_tree.py), deleted afterwards.
 """
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -40,7 +45,9 @@ from .training import launch
 from .runtime.amp import MixedPrecision
 from .config.errors import ConfigError
 from .config.eval_size import val_crop, val_resize
+from .config.hydra_errors import one_line_refusals
 from .config.schema import check_config, register_configs
+from .config.suggest import check_added_keys
 from .data import build_loaders, check_dataset
 from .data.dali import DALI_DATASETS, PIP_LINE, import_dali
 from .data.jpeg_tree import make_jpeg_tree
@@ -55,7 +62,8 @@ from .training.trainer import fit
 log = logging.getLogger("resnext")
 register_configs()
 
-MEASURES = ("baseline_step", "step", "loader_torch", "loader_dali", "e2e", "e2e_plain")
+# e2e_plain before e2e: its step time says how many steps of fit fill benchmark.seconds.
+MEASURES = ("baseline_step", "step", "loader_torch", "loader_dali", "e2e_plain", "e2e")
 NEEDS_DATA = ("loader_torch", "loader_dali", "e2e", "e2e_plain")
 EPOCH_OF_STEPS = 10 ** 9  # the schedule's horizon for `step`: the lr stays at its start
 
@@ -66,14 +74,15 @@ class Result:
     step_ms_median: Optional[float]  # None where the engine times the steps (it keeps no per-step times)
 
 
-def _timed(step: Callable[[], int], device: Device, seconds: float, warmup: int) -> Result:
-    """Run `step` (returns its images) warmup times, then for `seconds`; synchronised per step."""
+def _timed(step: Callable[[], int], device: Device, seconds: float, warmup: int,
+           max_steps: Optional[int] = None) -> Result:
+    """Run `step` (returns its images) warmup times, then for `seconds` (at most max_steps); synchronised per step."""
     for _ in range(warmup):
         step()
     device.synchronize()
     times: List[float] = []
     images, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or not times:
+    while not times or (time.perf_counter() - start < seconds and (max_steps is None or len(times) < max_steps)):
         begin = time.perf_counter()
         images += step()
         device.synchronize()
@@ -170,12 +179,12 @@ def loader_speed(cfg: DictConfig, device: Device, loader: str) -> Result:
     return _timed(lambda: len(next(batches)[1]), device, cfg.benchmark.seconds, cfg.benchmark.warmup_steps)
 
 
-def e2e(cfg: DictConfig, ctx: RankContext) -> Result:
-    """The real trainer for benchmark.e2e_steps steps; its FPS@all (warm-up steps left out) is the figure."""
+def e2e(cfg: DictConfig, ctx: RankContext, steps: int) -> Result:
+    """The real trainer for `steps` steps (warm-up included); its FPS@all (warm-up steps left out) is the figure."""
     run = copy.deepcopy(cfg)
     with open_dict(run):
         run.epochs, run.validate, run.tensorboard, run.progress_bar = 1, False, False, False
-        run.max_steps_per_epoch, run.fps_warmup_steps = cfg.benchmark.e2e_steps, cfg.benchmark.warmup_steps
+        run.max_steps_per_epoch, run.fps_warmup_steps = steps, cfg.benchmark.warmup_steps
         run.print_freq, run.resume, run.evaluate = EPOCH_OF_STEPS, None, False
     ctx = RankContext(0, 0, 1, ctx.device, ctx.run_dir / "e2e")
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
@@ -186,6 +195,20 @@ def e2e(cfg: DictConfig, ctx: RankContext) -> Result:
     return Result(fps, None)
 
 
+def e2e_steps(cfg: DictConfig, plain: Optional[Result]) -> int:
+    """Steps for e2e: warm-up plus what fills benchmark.seconds at e2e_plain's median step, at most e2e_steps.
+
+    Without an e2e_plain figure (benchmark.only=[e2e]) the cap alone bounds it, and the log says so.
+    """
+    bench = cfg.benchmark
+    if plain is None or not plain.step_ms_median:
+        log.info("e2e without e2e_plain before it: bounded by benchmark.e2e_steps=%d, not by benchmark.seconds",
+                 bench.e2e_steps)
+        return bench.e2e_steps
+    timed = math.ceil(bench.seconds / (plain.step_ms_median / 1000))
+    return max(min(bench.warmup_steps + timed, bench.e2e_steps), bench.warmup_steps + 1)
+
+
 def e2e_plain(cfg: DictConfig, device: Device, classes: int) -> Result:
     """The ImageNet example's loop over the same loader: copy to device, fp32 eager step."""
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -194,17 +217,9 @@ def e2e_plain(cfg: DictConfig, device: Device, classes: int) -> Result:
     criterion = nn.CrossEntropyLoss()
     batches = _endless(_loaders(cfg, device, cfg.dataset.loader))
     model.train()
-    warmup = cfg.benchmark.warmup_steps
-    for _ in range(warmup):
-        _plain_step(model, optimizer, criterion, next(batches), device)
-    device.synchronize()
-    times, images, start = [], 0, time.perf_counter()
-    for _ in range(max(cfg.benchmark.e2e_steps - warmup, 1)):
-        begin = time.perf_counter()
-        images += _plain_step(model, optimizer, criterion, next(batches), device)
-        device.synchronize()
-        times.append(time.perf_counter() - begin)
-    return Result(images / (time.perf_counter() - start), 1000 * statistics.median(times))
+    bench = cfg.benchmark
+    return _timed(lambda: _plain_step(model, optimizer, criterion, next(batches), device), device, bench.seconds,
+                  bench.warmup_steps, max_steps=max(bench.e2e_steps - bench.warmup_steps, 1))
 
 
 def _plain_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
@@ -291,18 +306,34 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
             "step": lambda: project_step(cfg, ctx, classes),
             "loader_torch": lambda: loader_speed(cfg, ctx.device, "torch"),
             "loader_dali": lambda: loader_speed(cfg, ctx.device, "dali"),
-            "e2e": lambda: e2e(cfg, ctx),
             "e2e_plain": lambda: e2e_plain(cfg, ctx.device, classes),
+            "e2e": lambda: e2e(cfg, ctx, e2e_steps(cfg, results.get("e2e_plain"))),
         }
         results: Dict[str, Result] = {}
-        for name in wanted:
-            log.info("measuring %s ...", name)
+        log.info("%s", _plan_line(cfg, wanted))
+        began = time.perf_counter()
+        for done, name in enumerate(wanted):
+            log.info("[%d/%d] measuring %s ...", done + 1, len(wanted), name)
+            part_began = time.perf_counter()
             results[name] = measures[name]()
-            log.info("%s: %.1f img/s", name, results[name].img_per_s)
+            log.info("%s: %.1f img/s (%.0f s)%s", name, results[name].img_per_s, time.perf_counter() - part_began,
+                     _time_left(time.perf_counter() - began, done + 1, len(wanted)))
     report = _report(cfg, ctx.device, data, results)
     (ctx.run_dir / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
     (ctx.run_dir / "benchmark.md").write_text(markdown(report))
     return report
+
+
+def _plan_line(cfg: DictConfig, wanted: List[str]) -> str:
+    bench = cfg.benchmark
+    return (f"benchmark: {len(wanted)} parts ({', '.join(wanted)}), each benchmark.warmup_steps={bench.warmup_steps} "
+            f"warm-up steps then benchmark.seconds={bench.seconds:g} s: at least {len(wanted) * bench.seconds:.0f} s "
+            "plus building models and loaders and the warm-up steps")
+
+
+def _time_left(elapsed: float, done: int, total: int) -> str:
+    """The parts cost alike (each: a build, warm-up, then benchmark.seconds): the mean so far times those left."""
+    return f"; about {elapsed / done * (total - done):.0f} s left" if done < total else ""
 
 
 def _report(cfg: DictConfig, device: Device, data: str, results: Dict[str, Result]) -> Dict[str, Any]:
@@ -339,6 +370,7 @@ def markdown(report: Dict[str, Any]) -> str:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
+        check_added_keys(cfg)
         report = run_benchmark(cfg, Path(HydraConfig.get().runtime.output_dir))
     except ConfigError as err:
         log.error("%s", err)
@@ -346,5 +378,11 @@ def main(cfg: DictConfig) -> None:
     print(markdown(report))
 
 
+def cli() -> None:
+    """The console script and `python -m resnext.benchmark`: Hydra's refusals in one line and exit 2, as train's."""
+    with one_line_refusals(sys.argv[1:], main.__wrapped__):
+        main()
+
+
 if __name__ == "__main__":
-    main()
+    cli()

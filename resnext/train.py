@@ -31,21 +31,13 @@ from .runtime.preempt import Preempted
 from .models.pretrained import ensure_cached, is_torchvision
 from .training.recipe_checks import check_recipe
 from .config.hydra_errors import one_line_refusals
-from .config.suggest import added_key_problem
+from .config.suggest import check_added_keys
 from .sweeps.callback import place_job_on_devices, record_outcome
 from .training.trainer import fit
 
 log = logging.getLogger("resnext")
 
 register_configs()
-
-
-def _check_added_keys(cfg: DictConfig) -> None:
-    """`+optim.lrr=0.1` composes (Hydra adds the key) but nothing reads it: refuse it like any other typo."""
-    hydra_cfg = HydraConfig.get()
-    problem = added_key_problem(cfg, hydra_cfg.overrides.task, set(hydra_cfg.runtime.choices))
-    if problem:
-        raise ConfigError(problem)
 
 
 def _check_dataset(cfg: DictConfig) -> Optional[str]:
@@ -134,7 +126,7 @@ def _run(cfg: DictConfig, plan: launch.LaunchPlan, run_dir: Path) -> float:
 def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        _check_added_keys(cfg)
+        check_added_keys(cfg)
         check_config(cfg)
         check_loggers(cfg)
         check_recipe(cfg)

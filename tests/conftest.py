@@ -1,6 +1,7 @@
 """Shared test helpers: compose the real conf/ tree, shrink the run, run the CLI in a subprocess."""
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import subprocess
@@ -84,15 +85,15 @@ def run_cli(args: Sequence[str], cwd: Path, timeout: float = 300, env_extra: dic
     return proc
 
 
-def cli_in_process(monkeypatch: pytest.MonkeyPatch, cwd: Path, args: Sequence[str]) -> int:
-    """`python -m resnext.train <args>` in cwd, run by this process (the same Hydra composition, checks and exit
+def cli_in_process(monkeypatch: pytest.MonkeyPatch, cwd: Path, args: Sequence[str], command: str = "train") -> int:
+    """`python -m resnext.<command> <args>` in cwd, run by this process (the same Hydra composition, checks and exit
     code, without the seconds a fresh interpreter spends importing torch); returns the exit code."""
-    from resnext import train
+    module = importlib.import_module(f"resnext.{command}")
 
     monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["resnext.train", *args])
+    monkeypatch.setattr(sys, "argv", [f"resnext.{command}", *args])
     try:
-        train.cli()
+        module.cli()
     except SystemExit as stop:
         return stop.code
     return 0

@@ -8,7 +8,7 @@ import pytest
 
 from resnext import benchmark
 from resnext.config.errors import ConfigError
-from tests.conftest import compose_config
+from tests.conftest import cli_in_process, compose_config
 
 # Seconds per measurement are a fraction of a second: the figures mean nothing, the shape is what counts.
 QUICK = ["dataset.image_size=16", "dataset.batch_size=4", "dataset.workers=0", "dataset.dali_threads=1",
@@ -66,3 +66,33 @@ def test_asking_for_loader_dali_without_dali_gives_the_pip_line(tmp_path, monkey
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ConfigError, match=r'pip install "resnext\[dali\]"'):
         benchmark.run_benchmark(compose_config([*QUICK, "benchmark.only=[loader_dali]"]), tmp_path)
+
+
+def test_e2e_runs_as_many_steps_as_fill_the_seconds_at_e2e_plains_pace_within_the_cap():
+    cfg = compose_config([*QUICK, "benchmark.seconds=2", "benchmark.warmup_steps=3", "benchmark.e2e_steps=30"])
+    assert benchmark.e2e_steps(cfg, benchmark.Result(10.0, step_ms_median=250.0)) == 3 + 8
+    assert benchmark.e2e_steps(cfg, benchmark.Result(10.0, step_ms_median=10.0)) == 30  # the cap
+    assert benchmark.e2e_steps(cfg, benchmark.Result(10.0, step_ms_median=60_000.0)) == 4  # one timed step at least
+    assert benchmark.e2e_steps(cfg, None) == 30  # no e2e_plain figure: the cap alone
+
+
+def test_e2e_plain_stops_after_the_seconds_not_after_e2e_steps(tmp_path):
+    cfg = compose_config([*QUICK, "benchmark.only=[e2e_plain]", "benchmark.e2e_steps=100000", "benchmark.seconds=1"])
+    report = benchmark.run_benchmark(cfg, tmp_path)
+    result = report["results"]["e2e_plain"]
+    timed_steps = 1 / (result["step_ms_median"] / 1000)
+    assert timed_steps < 1000  # far below the 99,999-step cap: the clock, not the cap, ended it
+    assert result["img_per_s"] > 0
+
+
+@pytest.mark.parametrize("args, line", [
+    (["benchmark.secnds=5"], "benchmark.secnds: Key 'secnds' not in 'BenchmarkConfig': did you mean "
+                             "`benchmark.seconds`?"),
+    (["+benchmark.secnds=5"], "+benchmark.secnds=5: Key 'secnds' not in 'BenchmarkConfig'; a + override adds a key "
+                              "that nothing reads: did you mean `benchmark.seconds`?"),
+])
+def test_command_line_mistakes_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, line):
+    assert cli_in_process(monkeypatch, tmp_path, args, command="benchmark") == 2
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(line)  # a ConfigError is logged: the log's prefix comes first

@@ -19,9 +19,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from .choices import Choice
+from .errors import ConfigError
 from .schema import DATASET_SCHEMAS, Config, ConfigStore
 
 _CUTOFF = 0.75  # difflib ratio: 'lrr' -> 'lr', 'bach_size' -> 'batch_size', not 'seed' -> 'deterministic'
@@ -200,3 +202,11 @@ def added_key_problem(cfg: DictConfig, overrides: Sequence[str], groups: Set[str
             return (f"{override}: Key '{leaf}' not in '{schema.__name__}'; a + override adds a key that nothing "
                     "reads" + key_fix(key, schema_keys()[0]))
     return None
+
+
+def check_added_keys(cfg: DictConfig) -> None:
+    """Refuse a `+key=value` that nothing reads, on the command line that composed `cfg` (inside @hydra.main)."""
+    hydra_cfg = HydraConfig.get()
+    problem = added_key_problem(cfg, hydra_cfg.overrides.task, set(hydra_cfg.runtime.choices))
+    if problem:
+        raise ConfigError(problem)
