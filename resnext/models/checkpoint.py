@@ -117,9 +117,29 @@ def _is_whole_zip(path: Path) -> bool:
         return False
 
 
+class _DamagedMember(Exception):
+    """A member of the archive whose bytes no longer match the CRC-32 written beside them."""
+
+
+def _verify_crcs(path: Path) -> None:
+    """torch.load checks no CRC-32, so a flipped bit in tensor data would load as a changed weight; zipfile does.
+
+    Reads the whole file once more (about 1 GB/s): cheap next to what a silently altered checkpoint costs.
+    """
+    if not _is_whole_zip(path):
+        return  # not a zip (torch's legacy format, or damage): torch.load's refusal says which
+    with zipfile.ZipFile(path) as archive:
+        member = archive.testzip()
+    if member is not None:
+        raise _DamagedMember(member)
+
+
 def _why_unreadable(path: Path, err: Exception) -> str:
     """What is wrong with a file torch.load refused, told from the file itself: torch's own message names
     its internals (or advises weights_only=False, which would run code from the file)."""
+    if isinstance(err, _DamagedMember):
+        return (f"its member {err} fails its CRC-32 check: the bytes changed after they were written (a disk, "
+                "memory or copy error?)")
     if isinstance(err, MemoryError):
         return ("reading it asked for more memory than there is: a damaged file can claim a size it does not "
                 "have (if the file is sound, load it on a machine with more free memory)")
@@ -161,12 +181,14 @@ def load_checkpoint(path: str | Path, key: str = "resume", mmap: bool = False,
     KeyboardInterrupt and SystemExit pass through (they are not Exceptions). MemoryError is refused like
     a damaged file, naming both causes: a damaged size field is the usual way to ask for more memory than a
     machine has, and an interpreter that could not allocate is still fine to print one line and exit.
-    mmap=True maps the tensors instead of reading them (a cheap look at a large file; zip files only).
+    mmap=True maps the tensors instead of reading them (zip files only). Every member's CRC-32 is checked first
+    (_verify_crcs): a file changed after it was written is refused, not loaded with altered values.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{key}={path}: no such file")
     try:
+        _verify_crcs(path)
         state = _torch_load(path, mmap)
     except Exception as err:  # noqa: BLE001 - torch raises a dozen types for damaged bytes; see the docstring
         raise _unreadable(path, key, err, fix) from None
