@@ -90,6 +90,7 @@ def test_the_validation_resize_follows_the_crop_unless_set(overrides, resize, cr
 
 
 @pytest.mark.parametrize("policy", ["ta_wide", "randaugment", "autoaugment"])
+@pytest.mark.slow
 def test_auto_augment_policies_change_the_image(policy):
     base = config("dataset=folder", "dataset.image_size=24", "dataset.augment=none", "dataset.hflip=false")
     cfg = config("dataset=folder", "dataset.image_size=24", "dataset.augment=none", "dataset.hflip=false",

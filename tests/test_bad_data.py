@@ -32,6 +32,7 @@ def folder_overrides(root: Path, *extra: str) -> list:
             "dataset.batch_size=6", "dataset.val_batch_size=6", "model.norm=group", *extra]
 
 
+@pytest.mark.slow
 def test_a_truncated_jpeg_stops_the_run_naming_the_file_and_the_option(tmp_path):
     root = write_image_tree(tmp_path / "data", per_class=4)
     truncated, _ = damage(root)
@@ -81,6 +82,7 @@ def test_skip_replaces_bad_images_logs_each_once_and_counts_them_per_epoch(tmp_p
     assert records[-1]["val_samples"] == 12  # the bad one was replaced, not dropped
 
 
+@pytest.mark.slow
 def test_verify_data_lists_every_bad_file_and_fails(tmp_path, capsys):
     root = write_image_tree(tmp_path / "data", per_class=3)
     assert verify_main(["dataset=folder", f"dataset.root={root}"]) == 0

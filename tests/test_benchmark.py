@@ -76,6 +76,7 @@ def test_e2e_runs_as_many_steps_as_fill_the_seconds_at_e2e_plains_pace_within_th
     assert benchmark.e2e_steps(cfg, None) == 30  # no e2e_plain figure: the cap alone
 
 
+@pytest.mark.slow
 def test_e2e_plain_stops_after_the_seconds_not_after_e2e_steps(tmp_path):
     cfg = compose_config([*QUICK, "benchmark.only=[e2e_plain]", "benchmark.e2e_steps=100000", "benchmark.seconds=1"])
     report = benchmark.run_benchmark(cfg, tmp_path)

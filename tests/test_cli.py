@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_a_run_writes_the_documented_outputs_and_only_rank_0_writes_them(tmp_path):
     """Two spawned ranks (device.nprocs=2), so that one real process tree shows both: the run directory's files,
     and that rank 0 alone prints progress and writes them while rank 1 keeps its own log."""
@@ -64,6 +65,7 @@ def test_a_missing_root_is_refused_before_any_work(tmp_path, monkeypatch, capsys
     assert not list(tmp_path.glob("outputs/*/*/checkpoint.pth.tar"))
 
 
+@pytest.mark.slow
 def test_a_missing_dataset_root_is_named_in_the_error(tmp_path):
     missing = tmp_path / "no-imagenet-here"
     proc = run_cli(["dataset=imagenet", f"dataset.root={missing}"], cwd=tmp_path, check=False, timeout=120)
@@ -71,6 +73,7 @@ def test_a_missing_dataset_root_is_named_in_the_error(tmp_path):
     assert str(missing) in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_console_script_is_installed(tmp_path):
     script = Path(sys.executable).parent / "resnext-train"
     assert script.exists(), "pip install should create the resnext-train console script"

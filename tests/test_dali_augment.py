@@ -82,6 +82,7 @@ def test_auto_augment_operations_take_torchvisions_magnitudes_to_the_grey_level(
 
 @pytest.mark.parametrize("option", ["dataset.auto_augment=ta_wide", "dataset.auto_augment=randaugment",
                                     "dataset.auto_augment=autoaugment", "dataset.random_erase=0.5"])
+@pytest.mark.slow
 def test_image_regularisers_change_the_batches_and_keep_shapes_and_labels(tree, plain, option):
     loaders = loaders_of(dali_cfg(tree, *ISOLATED, option))
     assert isinstance(loaders.train, DaliLoader)
@@ -135,6 +136,7 @@ def test_mixing_after_a_mid_epoch_resume_mixes_the_remaining_batches_as_an_unint
 
 # ---- everything at once ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_same_seed_and_epoch_give_identical_batches_with_every_option_on(tree):
     cfg = dali_cfg(tree, *ALL_ON)
     first, second = loaders_of(cfg), loaders_of(cfg)  # e.g. an uninterrupted run and one resumed at epoch 1

@@ -2,6 +2,8 @@
 import json
 import math
 
+import pytest
+
 from resnext.training import divergence
 from resnext.training.divergence import DivergenceWatch
 from tests.conftest import TINY, cli_in_process, compose_config, find_run_dir
@@ -41,6 +43,7 @@ def test_a_non_finite_validation_loss_is_named():
     assert "val loss is nan" in warning
 
 
+@pytest.mark.slow
 def test_the_warning_lands_in_result_json(monkeypatch, tmp_path):
     monkeypatch.setattr(divergence, "TRAIN_FACTOR", 0.0)  # any loss counts as diverging: one step shows the path
     assert cli_in_process(monkeypatch, tmp_path, [*TINY, "max_steps_per_epoch=1", "validate=false",

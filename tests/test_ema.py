@@ -51,6 +51,7 @@ EMA_RUN = ["deterministic=true", "epochs=4", "schedule.warmup_epochs=1", "optim.
            "model.ema_decay=0.99", "dataset.mixup_alpha=0.2", "dataset.ra_reps=2"]
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_with_the_ema_too_and_the_ema_is_the_runs_result(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="resnext")
     run_whole_and_resumed(EMA_RUN, tmp_path, resume_epoch=2)

@@ -41,6 +41,7 @@ def images(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_checkpoint_carries_class_names_and_the_model_card(run_dir):
     state = torch.load(run_dir / "model_best.pth.tar", weights_only=True)
     assert state["class_names"] == list(CLASSES)
@@ -57,6 +58,7 @@ def _export(run_dir: Path, fmt: str, capsys) -> str:
 
 
 @ONNX
+@pytest.mark.slow
 def test_onnx_export_has_a_dynamic_batch_and_matches_pytorch(run_dir, capsys):
     import onnxruntime as ort
 
@@ -74,6 +76,7 @@ def test_onnx_export_has_a_dynamic_batch_and_matches_pytorch(run_dir, capsys):
             assert torch.allclose(got, model(x), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_torchscript_export_runs_without_the_python_model(run_dir, capsys):
     _export(run_dir, "torchscript", capsys)
     extra = {"resnext.json": ""}
@@ -86,6 +89,7 @@ def test_torchscript_export_runs_without_the_python_model(run_dir, capsys):
 
 
 @needs("safetensors", extra="export")
+@pytest.mark.slow
 def test_safetensors_export_with_sidecar_loads_strictly_into_the_architecture(run_dir, capsys):
     from safetensors.torch import load_file
 
@@ -101,6 +105,7 @@ def test_safetensors_export_with_sidecar_loads_strictly_into_the_architecture(ru
 
 
 @ONNX
+@pytest.mark.slow
 def test_predict_from_checkpoint_and_from_onnx_agree(run_dir, images, tmp_path, capsys):
     if not (run_dir / "model_best.onnx").is_file():
         _export(run_dir, "onnx", capsys)
@@ -151,6 +156,7 @@ def test_user_mistakes_end_in_one_line_and_exit_2(run_dir, images, tmp_path, cap
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_an_export_with_huge_logits_passes_the_scaled_check(run_dir, tmp_path, capsys):
     """fc scaled by 1e5: logits of ~1e5, so ONNX differs by far more than the old fixed 1e-3 (a correct export)."""
     from resnext.models.checkpoint import save_atomic
@@ -293,6 +299,7 @@ def test_predict_on_cuda_gives_the_cpu_top1(run_dir, images):
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow
 def test_per_class_counts_over_two_ranks_equal_one_process(run_dir, tmp_path):
     # Each rank evaluates its own shard; the confusion matrices are summed, so every image counts once.
     evaluate = [f"resume={run_dir / 'model_best.pth.tar'}", "evaluate=true", "device=cpu"]

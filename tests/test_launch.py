@@ -128,6 +128,7 @@ def crash_on_rank_1(cfg, ctx):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_a_crashing_rank_ends_the_job_with_its_traceback(tmp_path):
     cfg = compose_config(["device=cpu", "distributed=spawn", "device.nprocs=2", "distributed.timeout_min=10"])
     started = time.monotonic()

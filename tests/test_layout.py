@@ -138,6 +138,7 @@ def pre_wings(tmp_path_factory) -> Path:
 PRE_WINGS_RUN = ["dataset.train_size=32", "dataset.val_size=20", "max_steps_per_epoch=1"]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_written_before_the_wings_resumes(pre_wings, tmp_path):
     run = tmp_path / "resumed"
     train_in_process(compose_config([*PRE_WINGS_RUN, "epochs=2", f"resume={pre_wings / 'checkpoint.pth.tar'}"]), run)
@@ -146,6 +147,7 @@ def test_a_checkpoint_written_before_the_wings_resumes(pre_wings, tmp_path):
 
 
 @needs("safetensors", extra="export")
+@pytest.mark.slow
 def test_a_model_best_written_before_the_wings_evaluates_and_exports(pre_wings, tmp_path, capsys):
     run = tmp_path / "eval"
     train_in_process(compose_config([*PRE_WINGS_RUN, "evaluate=true", f"resume={pre_wings / 'model_best.pth.tar'}"]),

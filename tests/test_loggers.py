@@ -67,6 +67,7 @@ def write_record(run_dir: Path) -> None:
 
 
 @MLFLOW
+@pytest.mark.slow
 def test_mlflow_local_store_holds_params_metrics_tags_and_artifacts(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default store is MLflow's sqlite:///mlflow.db in the working directory
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -108,6 +109,7 @@ def _mlflow_runs(tmp_path, experiment):
 
 
 @MLFLOW
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -126,6 +128,7 @@ def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
 
 @MLFLOW
 @pytest.mark.parametrize("error, status", [(RuntimeError("boom"), "FAILED"), (Preempted("stopped"), "KILLED")])
+@pytest.mark.slow
 def test_a_run_that_stops_is_not_left_running_on_the_tracking_server(tmp_path, monkeypatch, error, status):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -148,6 +151,7 @@ def _closed_port() -> int:
 
 
 @MLFLOW
+@pytest.mark.slow
 def test_an_unreachable_tracking_server_warns_once_and_training_goes_on(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
@@ -187,6 +191,7 @@ def test_a_sink_that_fails_mid_run_is_switched_off_after_one_warning(tmp_path, c
 
 
 @WANDB
+@pytest.mark.slow
 def test_wandb_offline_run_files_hold_config_and_metrics(tmp_path, monkeypatch):
     for var, sub in (("WANDB_CONFIG_DIR", "cfg"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
         monkeypatch.setenv(var, str(tmp_path / sub))
@@ -211,6 +216,7 @@ def test_wandb_offline_run_files_hold_config_and_metrics(tmp_path, monkeypatch):
 
 
 @WANDB
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
     for var, sub in (("WANDB_CONFIG_DIR", "cfg"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
         monkeypatch.setenv(var, str(tmp_path / sub))
@@ -232,6 +238,7 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
     assert read_run(runs[-1])["config"]["epochs"] == "2"
 
 
+@pytest.mark.slow
 def test_multirun_jobs_carry_sweep_dir_job_number_and_overrides(tmp_path, monkeypatch):
     assert cli_in_process(monkeypatch, tmp_path, ["-m", "launch.dry_run=true", "seed=1,2"]) == 0
     (job,) = [p.parent.parent for p in tmp_path.glob("outputs/multirun/*/*/1/.hydra/hydra.yaml")]

@@ -22,6 +22,7 @@ def test_resnext50_has_torchvision_parameter_count():
 
 
 @pytest.mark.parametrize("arch", ["resnext101_32x8d", "resnext101_64x4d", "resnet50"])
+@pytest.mark.slow
 def test_every_arch_matches_torchvision(arch):
     ours = build_model(model_cfg(arch=arch), num_classes=10)
     theirs = getattr(torchvision.models, arch)(num_classes=10)
@@ -29,6 +30,7 @@ def test_every_arch_matches_torchvision(arch):
            [(k, v.shape) for k, v in theirs.state_dict().items()]
 
 
+@pytest.mark.slow
 def test_state_dict_round_trips_with_torchvision_and_outputs_match():
     torch.manual_seed(0)
     ours = build_model(model_cfg(), num_classes=1000).eval()

@@ -143,7 +143,8 @@ def test_pairing_rule():
     assert pairing_problem(None, None, "2.14.1") is None
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)  # bf16 on CPU at 32 px: two minutes on a loaded machine
+@pytest.mark.slow
 def test_npu_1p_trains_on_the_standin_with_fused_sgd_int32_targets_and_its_card(monkeypatch, tmp_path):
     module, npu = fake_npu.install(monkeypatch)
     seen = []

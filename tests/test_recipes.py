@@ -72,6 +72,7 @@ def test_command_line_keys_win_over_a_preset():
     assert cfg.epochs == 3 and cfg.dataset.mixup_alpha == 0.5 and cfg.dataset.cutmix_alpha == 1.0
 
 
+@pytest.mark.slow
 def test_cfg_job_shows_a_preset(tmp_path):
     proc = run_cli(["experiment=tv_v2", "dataset.root=/data/imagenet", "--cfg", "job"], cwd=tmp_path, timeout=120)
     shown = OmegaConf.create(proc.stdout)
@@ -110,6 +111,7 @@ def test_lamb_without_timm_is_refused_naming_the_extra(monkeypatch):
     assert "optim.name=lamb" in str(err.value) and "resnext[lamb]" in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_refusal_stops_the_cli_before_training(tmp_path):
     proc = run_cli([*TINY, "dataset.mixup_alpha=-1"], cwd=tmp_path, check=False, timeout=120)
     assert proc.returncode == 2

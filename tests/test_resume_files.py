@@ -100,6 +100,7 @@ def test_model_best_keeps_weights_only_and_files_get_the_umask_mode(trained):
 
 
 @pytest.mark.parametrize("save, kept", [("last", {checkpoint.LAST}), ("best", {checkpoint.BEST}), ("none", set())])
+@pytest.mark.slow
 def test_checkpoint_save_chooses_what_is_kept(tmp_path, save, kept):
     train_in_process(compose_config([*ONE_STEP, f"checkpoint.save={save}"]), tmp_path)
     assert {p.name for p in tmp_path.glob("*.pth.tar")} == kept
@@ -125,6 +126,7 @@ def expected_lr(cfg, steps_per_epoch, step):
     return optimizer.param_groups[0]["lr"]
 
 
+@pytest.mark.slow
 def test_resume_with_more_epochs_follows_the_schedule_of_the_new_length(tmp_path, trained, caplog):
     longer = compose_config([*ONE_STEP, "epochs=4", "validate=false", f"resume={trained / checkpoint.LAST}"])
     train_in_process(longer, tmp_path)

@@ -78,6 +78,7 @@ def test_a_plus_override_cannot_add_a_key_that_nothing_reads(monkeypatch, tmp_pa
     assert cli(monkeypatch, tmp_path, "++optim.lr=0.05", "launch.dry_run=true") == 0  # a key the schema has
 
 
+@pytest.mark.slow
 def test_per_step_scalars_reach_tensorboard_and_the_epoch_line_names_the_device(monkeypatch, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_performance_script_prints_the_modelzoo_summary(tmp_path):
     out = tmp_path / "output"
     env = {**os.environ, "PYTHON": sys.executable, "RESNEXT_OUTPUT_DIR": str(out), "PYTHONUNBUFFERED": "1"}

@@ -44,6 +44,7 @@ def test_loss_falls_and_accuracy_rises(learned):
     assert best >= 35.0  # ten classes: chance is 10% (this run reaches about 43%)
 
 
+@pytest.mark.slow
 def test_seeded_deterministic_runs_are_bit_identical(tmp_path):
     # validate=false: validation changes no weight, and these runs compare weights only.
     overrides = ["deterministic=true", "epochs=1", "max_steps_per_epoch=2", "validate=false"]
@@ -125,6 +126,7 @@ def test_result_and_metrics_records_have_the_documented_fields(learned):
     assert result["status"] == "completed" and result["best_acc1"] == records[-1]["best_acc1"]
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     from resnext.training.engine import NonFiniteLossError
 
