@@ -52,7 +52,7 @@ def test_bad_batch_keys_are_refused_naming_the_key(overrides, words):
     (20, 1, 3, "dataset.batch_size=18 or 21 (multiples of 3 = 1 rank(s) x optim.accum_steps=3), "
                "or optim.accum_steps=1 or 2 or 4 (dividing 20 per rank)"),
     (4, 1, 8, "leaves a micro-batch of 0: use dataset.batch_size=8"),
-    (7, 2, 1, "dataset.batch_size=6 or 8"),
+    (7, 2, 1, "must divide by the world size 2: use dataset.batch_size=6 or 8"),
 ])
 def test_a_batch_that_does_not_split_names_the_nearest_valid_values(batch, world, accum, words):
     with pytest.raises(ConfigError) as caught:

@@ -65,6 +65,9 @@ def split(batch: int, world_size: int, accum: int) -> int:
         fix += f", or optim.accum_steps={' or '.join(map(str, ks))} (dividing {batch // world_size} per rank)"
     if batch < unit:
         raise ConfigError(f"dataset.batch_size={batch} over {how} leaves a micro-batch of 0: use {fix}")
+    if accum == 1:
+        raise ConfigError(f"dataset.batch_size={batch} is the global batch and must divide by the world size "
+                          f"{world_size}: use {fix}")
     raise ConfigError(f"dataset.batch_size={batch} does not split into {how}: use {fix}")
 
 
