@@ -117,13 +117,13 @@ def test_one_rank_with_two_micro_steps_matches_two_ranks(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_scheduler_and_ema_count_optimizer_steps_and_results_record_the_batch(tmp_path):
-    # 64 samples, global batch 16 in 2 micro-steps of 8: 4 optimizer steps per epoch, 8 micro-batches.
+    # 64 samples, global batch 16 in 2 micro-steps of 8: 4 optimizer steps per epoch, cut to 2.
     run = ["device=cpu", "dataset.batch_size=16", "optim.accum_steps=2", "model.ema=true", "model.ema_steps=1",
-           "schedule.warmup_epochs=0", "validate=false", "epochs=2", "max_steps_per_epoch=3"]
+           "schedule.warmup_epochs=0", "validate=false", "epochs=2", "max_steps_per_epoch=2"]
     train_in_process(compose_config(run), tmp_path)
     state = checkpoint.load_checkpoint(tmp_path / checkpoint.LAST)
-    assert state["scheduler"]["last_epoch"] == 6  # 2 epochs x 3 optimizer steps (max_steps_per_epoch counts them)
-    assert int(state["ema"]["n_averaged"]) == 6
+    assert state["scheduler"]["last_epoch"] == 4  # 2 epochs x 2 optimizer steps (max_steps_per_epoch counts them)
+    assert int(state["ema"]["n_averaged"]) == 4
     assert state["config"]["optim"]["accum_steps"] == 2
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["batch"] == {"global": 16, "per_device": 8, "accum_steps": 2, "world_size": 1, "chosen_by": "config"}
@@ -131,8 +131,9 @@ def test_scheduler_and_ema_count_optimizer_steps_and_results_record_the_batch(tm
 
 @pytest.mark.slow
 def test_a_mid_epoch_resume_with_accumulation_is_exact(tmp_path, monkeypatch):
+    # 32 samples: two optimizer steps of 2 micro-batches of 8; stopped after the first.
     run = ["device=cpu", "model.norm=group", "deterministic=true", "dataset.batch_size=16", "optim.accum_steps=2",
-           "validate=false", "checkpoint.every_steps=1", "schedule.warmup_epochs=0"]
+           "dataset.train_size=32", "validate=false", "checkpoint.every_steps=1", "schedule.warmup_epochs=0"]
     train_in_process(compose_config(run), tmp_path / "whole")
 
     class Stop(Exception):
@@ -142,7 +143,7 @@ def test_a_mid_epoch_resume_with_accumulation_is_exact(tmp_path, monkeypatch):
 
     def save_then_stop(state, run_dir, is_best, save="all"):
         real_save(state, run_dir, is_best, save)
-        if state["step"] == 2:  # after the second of four optimizer steps: four micro-batches in
+        if state["step"] == 1:  # after the first of two optimizer steps: two micro-batches in
             raise Stop
 
     monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_stop)
@@ -191,3 +192,52 @@ def test_the_cpu_estimate_grows_with_the_batch_and_the_budget_is_shared_by_ranks
                                       RankContext(0, 0, 2, Device("cpu"), "."))
     assert two_ranks == 2 ** 30
     trial.release()
+
+
+class FakeAccelerator:
+    """torch.cuda's memory calls for a device of 1000 units where a step of b samples peaks at 100 + 50 b."""
+
+    def __init__(self):
+        self.peak, self.cleared = 0, 0
+
+    def empty_cache(self):
+        self.cleared += 1
+
+    def mem_get_info(self):
+        return 1000, 1000
+
+    def memory_allocated(self):
+        return 0
+
+    def reset_peak_memory_stats(self):
+        self.peak = 0
+
+    def synchronize(self):
+        pass
+
+    def max_memory_allocated(self):
+        return self.peak
+
+
+def test_the_accelerator_search_recovers_from_out_of_memory_and_keeps_a_margin(monkeypatch):
+    fake = FakeAccelerator()
+    trial = object.__new__(batch_fit._Trial)
+    trial.accelerator, trial.limit = fake, None
+    trial.optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+    def step(b):
+        fake.peak = 100 + 50 * b
+        if fake.peak > 1000:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate ...")
+
+    trial.step = step
+    # 17 would peak at 950 <= 1000 but above the 90% margin (900): 16 is the answer.
+    assert largest_fitting(trial.accelerator_fits, 64) == 16
+    assert fake.cleared >= 5  # cached memory released after every try, the out-of-memory ones included
+
+    def other_error(b):
+        raise RuntimeError("cuDNN error: CUDNN_STATUS_BAD_PARAM")
+
+    trial.step = other_error
+    with pytest.raises(RuntimeError, match="cuDNN"):
+        trial.accelerator_fits(1)  # only out-of-memory means "does not fit"

@@ -75,8 +75,9 @@ def result_fields(plan: BatchPlan) -> Dict[str, Any]:
 def _plan(cfg: DictConfig, world_size: int, fits: int, how: str) -> BatchPlan:
     batch, accum = requested(cfg)
     if fits < 1:
-        raise ConfigError("batch_size/accum_steps=auto: not even one sample per device fits here (dataset.image_size, "
-                          "model.arch or dataset.auto_memory_gib): lower the image size or raise the budget")
+        key = "dataset.batch_size=auto" if batch == AUTO else "optim.accum_steps=auto"
+        raise ConfigError(f"{key}: not even one sample per device fits here: lower dataset.image_size or use a smaller "
+                          "model.arch (on cpu: raise dataset.auto_memory_gib)")
     if batch == AUTO:
         return BatchPlan(fits * world_size * accum, fits, accum, world_size, how)
     k = accum_for(batch // world_size, fits)
