@@ -60,11 +60,11 @@ def rss_child(batch: int, size: int) -> None:
         cfg = compose(config_name="config", overrides=["device=cpu", "dataset.batch_size=auto",
                                                        f"dataset.image_size={size}", "dataset.auto_memory_gib=64"])
     trial = batch_fit._Trial(cfg, RankContext(0, 0, 1, Device("cpu"), "."))
-    trial.cpu_fits(1)  # measures the saved activations per sample
     trial.step(2)  # gradients, optimizer state and allocator pools exist before the measured step
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     trial.step(batch)
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    trial.cpu_fits(1)  # after the measured step: its forwards of 2 and 4 samples would raise the peak before it
     estimate = batch_fit.CPU_TRANSIENT * batch * trial.per_sample
     print(json.dumps({"batch": batch, "size": size, "saved_mib": batch * trial.per_sample / 2 ** 20,
                       "estimate_mib": estimate / 2 ** 20, "rss_growth_mib": grown / 2 ** 20}))
