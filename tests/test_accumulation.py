@@ -241,3 +241,16 @@ def test_the_accelerator_search_recovers_from_out_of_memory_and_keeps_a_margin(m
     trial.step = other_error
     with pytest.raises(RuntimeError, match="cuDNN"):
         trial.accelerator_fits(1)  # only out-of-memory means "does not fit"
+
+
+def test_the_sweep_summary_reads_a_searched_batch_from_the_job_directory(tmp_path):
+    from resnext.sweeps.results import load_job
+
+    job = tmp_path / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- dataset.batch_size=auto\n")
+    (job / ".hydra" / "config.yaml").write_text("dataset:\n  batch_size: auto\noptim:\n  lr: 0.1\n  lr_scaling: linear\n"
+                                                "  reference_batch: 256\n")
+    (job / AUTO_BATCH_FILE).write_text(json.dumps({"dataset.batch_size": 512}))
+    result = load_job(job, tmp_path)
+    assert (result.batch_size, result.effective_lr) == (512, pytest.approx(0.2))

@@ -43,7 +43,8 @@ def check_batch_keys(cfg: Any) -> None:
         raise ConfigError(f"dataset.max_batch_size={d.max_batch_size}: {which} searches per-device batches up to "
                           "this cap, which must be at least 1")
     if d.auto_memory_gib is not None and d.auto_memory_gib <= 0:
-        raise ConfigError(f"dataset.auto_memory_gib={d.auto_memory_gib} must be positive (null: half the available RAM)")
+        raise ConfigError(f"dataset.auto_memory_gib={d.auto_memory_gib} must be positive "
+                          "(null: half the available RAM)")
 
 
 def _divisors(n: int) -> List[int]:

@@ -79,7 +79,7 @@ class LaunchPlan:
                  f"  distributed: {self.mode}, {where}; world size {self.world_size}",
                  f"  device type: {self.device_type}; process group: {rendezvous}",
                  f"  batch: global {self.global_batch} = {self.per_rank_batch} per rank x {self.world_size} "
-                 f"rank(s){'' if self.accum_steps == 1 else f' in {self.accum_steps} micro-steps'}; lr {_lr_text(self.lr)}; "
+                 f"rank(s){_micro_steps(self.accum_steps)}; lr {_lr_text(self.lr)}; "
                  f"{self.workers} loader worker(s) per rank",
                  f"  amp: {self.amp}"]
         for index, device in enumerate(self.devices):
@@ -164,6 +164,10 @@ def _backend(requested: Optional[str], kind: str) -> str:
         raise ConfigError(f"distributed.backend={requested} does not run on {kind}: use "
                           f"{' or '.join(ALLOWED_BACKENDS[kind])} (or null for {BACKENDS[kind]})")
     return requested
+
+
+def _micro_steps(accum_steps: Any) -> str:
+    return "" if accum_steps == 1 else f" in {accum_steps} micro-steps"
 
 
 def _lr_text(lr: Any) -> str:
