@@ -70,7 +70,7 @@ def test_the_launcher_refuses_a_bad_split_and_the_cli_exits_2_writing_nothing(tm
 
 def test_the_dry_run_plan_shows_micro_steps_and_auto():
     fixed = launch.plan(compose_config(["device=cpu", "dataset.batch_size=16", "optim.accum_steps=4"]))
-    assert "global 16 = 16 per rank x 1 rank(s) in 4 micro-steps" in fixed.describe()
+    assert "global 16 = 16 per rank x 1 rank(s) in 4 micro-steps of 4" in fixed.describe()
     auto = launch.plan(compose_config(["device=cpu", "dataset.batch_size=auto"]))
     assert "global auto = auto per rank" in auto.describe() and "lr auto" in auto.describe()
 

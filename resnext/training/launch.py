@@ -79,7 +79,7 @@ class LaunchPlan:
                  f"  distributed: {self.mode}, {where}; world size {self.world_size}",
                  f"  device type: {self.device_type}; process group: {rendezvous}",
                  f"  batch: global {self.global_batch} = {self.per_rank_batch} per rank x {self.world_size} "
-                 f"rank(s){_micro_steps(self.accum_steps)}; lr {_lr_text(self.lr)}; "
+                 f"rank(s){_micro_steps(self.accum_steps, self.per_rank_batch)}; lr {_lr_text(self.lr)}; "
                  f"{self.workers} loader worker(s) per rank",
                  f"  amp: {self.amp}"]
         for index, device in enumerate(self.devices):
@@ -166,8 +166,11 @@ def _backend(requested: Optional[str], kind: str) -> str:
     return requested
 
 
-def _micro_steps(accum_steps: Any) -> str:
-    return "" if accum_steps == 1 else f" in {accum_steps} micro-steps"
+def _micro_steps(accum_steps: Any, per_rank: Any) -> str:
+    if accum_steps == 1:
+        return ""
+    of = f" of {per_rank // accum_steps}" if isinstance(per_rank, int) and isinstance(accum_steps, int) else ""
+    return f" in {accum_steps} micro-steps{of}"
 
 
 def _lr_text(lr: Any) -> str:
