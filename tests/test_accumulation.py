@@ -254,3 +254,23 @@ def test_the_sweep_summary_reads_a_searched_batch_from_the_job_directory(tmp_pat
     (job / AUTO_BATCH_FILE).write_text(json.dumps({"dataset.batch_size": 512}))
     result = load_job(job, tmp_path)
     assert (result.batch_size, result.effective_lr) == (512, pytest.approx(0.2))
+
+
+def _agree_on_rank(rank, store_path, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=2)
+    try:
+        ctx = RankContext(rank, rank, 2, Device("cpu"), out_dir)
+        (out_dir / f"rank{rank}").write_text(str(batch_fit._agree([7, 5][rank], ctx)))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_the_ranks_agree_on_the_smallest_size_any_of_them_found(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_agree_on_rank, args=(tmp_path / "store", tmp_path), nprocs=2)
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["5", "5"]
