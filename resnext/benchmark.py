@@ -292,6 +292,9 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     if plan.world_size != 1:
         raise ConfigError(f"the benchmark measures one device; this config starts {plan.world_size} processes: "
                           "use device=cpu, cuda_1p or npu_1p and distributed=none")
+    if cfg.dataset.batch_size == "auto" or cfg.optim.accum_steps != 1:
+        raise ConfigError("the benchmark measures one given batch without accumulation: set dataset.batch_size=N "
+                          "and optim.accum_steps=1 (train with dataset.batch_size=auto to find the N that fits)")
     wanted = _wanted(cfg)
     ctx = RankContext(0, 0, 1, plan.devices[0], Path(run_dir))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from omegaconf import MISSING, OmegaConf
 
 from .choices import (AmpMode, Arch, Augment, BadImages, CheckpointSave, DatasetName, DeviceType, DistributedMode,
                       Interpolation, Loader, Loss, LrScaling, Norm, OptimName, ScheduleName, Stem)
+from .batch import check_batch_keys
 from .errors import ConfigError
 
 
@@ -51,8 +52,13 @@ class DatasetConfig:
     root: Optional[str] = None
     download: bool = False  # cifar10 only: fetch into root when online
     num_classes: Optional[int] = None  # None: inferred from the data (folder)
-    # Global batch across all ranks; each rank gets batch_size / world_size.
-    batch_size: int = 256
+    # Global batch across all ranks; each rank gets batch_size / world_size (/ optim.accum_steps per micro-step).
+    # auto: the largest per-device batch that fits (resnext/training/batch_fit.py) x world size. Typed Any
+    # (int or "auto"): resnext/config/batch.py refuses anything else.
+    batch_size: Any = 256
+    max_batch_size: int = 1024  # per device: the cap of the batch_size=auto / optim.accum_steps=auto search
+    # CPU only: the memory batch_size=auto may fill, in GiB for all ranks of the node; None: half the available RAM.
+    auto_memory_gib: Optional[float] = None
     val_batch_size: Optional[int] = None  # global as well; None: same as batch_size
     workers: int = 4  # DataLoader workers per rank
     pin_memory: bool = True
@@ -173,6 +179,8 @@ class OptimConfig:
     lr_scaling: LrScaling = LrScaling.none
     reference_batch: int = 256
     label_smoothing: float = 0.0
+    # Gradient accumulation: micro-steps per optimizer step (int, or auto: the fewest whose micro-batch fits).
+    accum_steps: Any = 1
     # adamw / lamb only (lamb's eps default is timm's 1e-6, set by conf/optim/lamb.yaml).
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1.0e-8
@@ -309,9 +317,9 @@ def register_configs() -> None:
 
 def check_config(cfg: Any) -> None:
     """Checks that need more than a type; raises ConfigError naming the key and the fix."""
+    check_batch_keys(cfg)  # dataset.batch_size, optim.accum_steps: an int >= 1 or auto (resnext/config/batch.py)
     positive = {
         "epochs": cfg.epochs,
-        "dataset.batch_size": cfg.dataset.batch_size,
         "dataset.image_size": cfg.dataset.image_size,
         "print_freq": cfg.print_freq,
         "device.nprocs": cfg.device.nprocs,

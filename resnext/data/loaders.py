@@ -104,13 +104,20 @@ def _check_full_batch(train_size: int, sampler: ResumableSampler, rank_batch: in
                           f"{world_size} ranks). Lower dataset.batch_size or raise dataset.train_subset")
 
 
-def _dali_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: str, channels_last: bool) -> Loaders:
+def _batches(dcfg, world_size: int, accum_steps: int) -> "tuple[int, int]":
+    """(training micro-batch, validation batch) per rank. With gradient accumulation the training loader yields
+    micro-batches of batch_size / (world_size x accum_steps), and validation defaults to the same global size."""
+    rank_batch = dcfg.batch_size // (world_size * accum_steps)
+    return rank_batch, max((dcfg.val_batch_size or dcfg.batch_size // accum_steps) // world_size, 1)
+
+
+def _dali_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: str, channels_last: bool,
+                  accum_steps: int) -> Loaders:
     """The same shards, order, batch arithmetic and regularisers as the torch path, decoded by DALI."""
     train_set, val_set, class_names = dali.list_samples(dcfg)
-    rank_batch = dcfg.batch_size // world_size
+    rank_batch, val_batch = _batches(dcfg, world_size, accum_steps)
     sampler = _train_sampler(train_set, dcfg, seed, rank, world_size)
-    _check_full_batch(len(train_set), sampler, rank_batch, dcfg, world_size)
-    val_batch = max((dcfg.val_batch_size or dcfg.batch_size) // world_size, 1)
+    _check_full_batch(len(train_set), sampler, rank_batch * accum_steps, dcfg, world_size)
     settings = dali.pipeline_settings(dcfg, rank_batch, world_size, device_type, channels_last)
     mixing = build_seeded_mixing(dcfg, len(class_names), seed, rank)
     train = dali.DaliLoader(train_set, sampler, dcfg, settings, train=True, seed=seed, rank=rank, mixing=mixing)
@@ -124,9 +131,10 @@ def _dali_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: s
 
 
 def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: str,
-                  channels_last: bool = False, run_dir: Optional[Path] = None) -> Loaders:
+                  channels_last: bool = False, run_dir: Optional[Path] = None, accum_steps: int = 1) -> Loaders:
     """This rank's loaders. dataset.batch_size and val_batch_size are global: each rank gets 1/world_size.
 
+    accum_steps (optim.accum_steps, resolved): the training loader yields micro-batches of 1/accum_steps of that.
     Expects a dataset that check_dataset accepted (train.main runs it before launching any rank).
     """
     if dcfg.batch_size % world_size:
@@ -137,11 +145,11 @@ def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: s
         log.info("input pipeline: %s (%s)", "NVIDIA DALI" if kind == "dali" else "torch DataLoader", why)
     if kind == "dali":
         return _dali_loaders(dcfg, seed=seed, rank=rank, world_size=world_size, device_type=device_type,
-                             channels_last=channels_last)
+                             channels_last=channels_last, accum_steps=accum_steps)
     train_set, val_set = build_datasets(dcfg, seed)
-    rank_batch = dcfg.batch_size // world_size
+    rank_batch, val_batch = _batches(dcfg, world_size, accum_steps)
     sampler = _train_sampler(train_set, dcfg, seed, rank, world_size)
-    _check_full_batch(len(train_set), sampler, rank_batch, dcfg, world_size)
+    _check_full_batch(len(train_set), sampler, rank_batch * accum_steps, dcfg, world_size)
     options = _worker_options(dcfg, device_type)
     # Training augmentations seeded per sample (exact mid-epoch resume, per-rank streams); both splits get
     # the bad_images policy. See data/robust.py.
@@ -155,7 +163,6 @@ def build_loaders(dcfg, *, seed: int, rank: int, world_size: int, device_type: s
     names = _class_names(train_set)
     train = DataLoader(guarded_train, batch_size=rank_batch, sampler=sampler, drop_last=True, generator=generator,
                        collate_fn=build_mixing(dcfg, len(names)), **options)
-    val_batch = (dcfg.val_batch_size or dcfg.batch_size) // world_size
-    val = DataLoader(guarded_val, batch_size=max(val_batch, 1),
+    val = DataLoader(guarded_val, batch_size=val_batch,
                      sampler=ShardSampler(len(val_set), rank, world_size), **options)
     return Loaders(train, val, sampler, len(names), names, rank_batch, guarded_train, generator, seed)

@@ -79,7 +79,8 @@ def describe_amp(acfg) -> str:
 
 
 class MixedPrecision:
-    """What the loop calls: prepare, autocast, backward_and_step, skipped_steps, state_dict."""
+    """What the loop calls: prepare, autocast, backward_and_step (or backward per micro-batch, then step),
+    skipped_steps, state_dict."""
 
     def __init__(self, acfg, device: Device) -> None:
         self.mode = str(acfg.mode)  # a plain string (not the config's Enum): it goes into checkpoints
@@ -117,17 +118,32 @@ class MixedPrecision:
         return self.device.autocast(self.dtype)
 
     def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        self.backward(loss, optimizer)
+        self.step(optimizer)
+
+    def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, final: bool = True) -> None:
+        """One (micro-)batch's backward; gradients add up until step(). `final`: the last micro-batch before
+        the step (apex unscales then, and only then: its documented delay_unscale for accumulation)."""
         if self.scaler is not None:
-            self._scaled_step(loss, optimizer)
+            self.scaler.scale(loss).backward()  # every micro-batch with the same scale; step() unscales the sum
         elif self._apex is not None:
-            self._apex_step(loss, optimizer)
+            delay = {} if final else {"delay_unscale": True}  # apex's default (False) for a plain step
+            with self._apex.scale_loss(loss, optimizer, **delay) as scaled_loss:
+                scaled_loss.backward()
         else:
             loss.backward()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The optimizer step on the gradients backward() accumulated; the loss scale moves once per step."""
+        if self.scaler is not None:
+            self._scaled_step(optimizer)
+        elif self._apex is not None:
+            self._apex_step(optimizer)
+        else:
             optimizer.step()
 
-    def _scaled_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    def _scaled_step(self, optimizer: torch.optim.Optimizer) -> None:
         scaler = self.scaler
-        scaler.scale(loss).backward()
         scaler.step(optimizer)  # skips optimizer.step() when the unscaled gradients hold inf/NaN
         self._count_skip(scaler, optimizer)
         if self.static_scale is None:
@@ -151,9 +167,7 @@ class MixedPrecision:
         found = torch.stack([f.float() for f in scaler._found_inf_per_device(optimizer).values()]).amax()
         self._skipped_dev = found if self._skipped_dev is None else self._skipped_dev + found
 
-    def _apex_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        with self._apex.scale_loss(loss, optimizer) as scaled_loss:
-            scaled_loss.backward()
+    def _apex_step(self, optimizer: torch.optim.Optimizer) -> None:
         # On overflow apex swaps in a one-shot step() that skips the update and flags the optimizer.
         stash = getattr(optimizer, "_amp_stash", None)
         self._skipped_host += int(bool(getattr(stash, "already_patched", False)))

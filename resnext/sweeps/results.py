@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence
 from omegaconf import OmegaConf
 
 from ..runtime import run_record
+from ..training.batch_fit import AUTO_BATCH_FILE
 from ..training.optim import effective_lr
 
 log = logging.getLogger("resnext")
@@ -84,6 +85,8 @@ def _read_lr_and_batch(job: JobResult, config_path: Path) -> None:
         cfg = OmegaConf.load(config_path)
         job.lr = OmegaConf.select(cfg, LR_KEY)
         job.batch_size = OmegaConf.select(cfg, BATCH_KEY)
+        if job.batch_size == "auto":  # searched by the job: its choice is in the job directory
+            job.batch_size = (read_json(config_path.parent.parent / AUTO_BATCH_FILE) or {}).get(BATCH_KEY)
         job.lr_scaling = OmegaConf.select(cfg, "optim.lr_scaling", default="none")
         if job.lr is not None and job.batch_size is not None:
             job.effective_lr = effective_lr(cfg.optim, job.batch_size)

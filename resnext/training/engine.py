@@ -17,6 +17,7 @@ from torch import nn
 
 from ..runtime.amp import MixedPrecision
 from ..runtime.devices import RankContext, zero_grad
+from . import accumulation
 from .meters import Throughput, correct_topk
 
 log = logging.getLogger("resnext")
@@ -33,6 +34,7 @@ class LoopSettings:
     max_steps: Optional[int]
     progress_bar: bool
     channels_last: bool
+    accum_steps: int = 1  # micro-batches per optimizer step (optim.accum_steps, resolved)
     # Rank 0's per-step sink (TensorBoard), called every print_freq steps with (global step, scalars).
     on_step: Optional[Callable[[int, Dict[str, float]], None]] = None
 
@@ -86,29 +88,33 @@ def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimiz
     preemption and mid-epoch checkpoints (resnext/runtime/preempt.py); it may raise.
     """
     model.train()
-    available = first_step + len(loader)
+    k = settings.accum_steps  # micro-batches per optimizer step (resnext/training/accumulation.py)
+    available = first_step + len(loader) // k  # steps count optimizer steps: the loader yields micro-batches
     steps = available if settings.max_steps is None else min(available, settings.max_steps)
     throughput = Throughput(settings.fps_warmup_steps)
     totals = _Totals(ctx)
     show_bar = settings.progress_bar and ctx.is_main
-    batches = _progress(loader, steps - first_step, show_bar, f"epoch {epoch}")
-    for step, (images, target) in enumerate(batches, first_step):
-        if step >= steps:
-            break
+    batches = _progress(loader, (steps - first_step) * k, show_bar, f"epoch {epoch}")
+
+    def forward(images: torch.Tensor, target: torch.Tensor):
         images, target = _to_device(images, target, ctx, settings.channels_last)
         with amp.autocast():
             output = model(images)
-            loss = criterion(output, target)
+            return criterion(output, target), output, target
+
+    for step, group in enumerate(accumulation.groups(batches, k), first_step):
+        if step >= steps:
+            break
         zero_grad(optimizer)  # as the optimizer allows: torch_npu's fused ones refuse set_to_none
-        amp.backward_and_step(loss, optimizer)
+        loss, samples = accumulation.forward_backward(model, group, forward, amp, optimizer, totals.add)
+        amp.step(optimizer)
         lr = optimizer.param_groups[0]["lr"]  # this step's, before the schedule moves on
         scheduler.step()
         if after_step is not None:
             after_step(step + 1, steps)
 
-        totals.add(loss, output, target)
-        # Throughput counts the global batch: every rank runs the same number of steps.
-        throughput.step(target.shape[0] * ctx.world_size)
+        # Throughput counts the global batch's images: every rank runs the same number of steps.
+        throughput.step(samples * ctx.world_size)
         if (step + 1) % settings.print_freq == 0 or step + 1 == steps:
             loss_value = loss.item()
             if not math.isfinite(loss_value) and not amp.absorbs_overflow:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..runtime import distributed, preempt
 from ..runtime.amp import amp_advice, amp_problem, describe_amp
 from ..runtime.compat import join_processes
+from ..config.batch import AUTO, static_plan
 from ..config.errors import ConfigError
 from ..config.schema import typed_config
 from ..data.robust import BadImageError, bad_image_message
@@ -52,15 +53,16 @@ class LaunchPlan:
     backend: str
     addr: str
     port: Optional[int]  # None: not distributed, or picked at launch (dry run)
-    global_batch: int
-    per_rank_batch: int
-    lr: float
+    global_batch: Any  # int, or "auto" (searched by each rank before training: resnext/training/batch_fit.py)
+    per_rank_batch: Any  # per rank and optimizer step (micro-batch x accum_steps), or "auto"
+    lr: Any  # float, or a note when the batch is searched
     workers: int
     amp: str
     source: str = ""  # env: torchrun | slurm
     hardware_checked: bool = True
     problems: Tuple[str, ...] = ()  # dry run: what a real launch would refuse
     notes: Tuple[str, ...] = ()  # what runs, but not as configured or not well: logged once before the ranks start
+    accum_steps: Any = 1  # micro-steps per optimizer step, or "auto"
 
     @property
     def distributed(self) -> bool:
@@ -77,7 +79,8 @@ class LaunchPlan:
                  f"  distributed: {self.mode}, {where}; world size {self.world_size}",
                  f"  device type: {self.device_type}; process group: {rendezvous}",
                  f"  batch: global {self.global_batch} = {self.per_rank_batch} per rank x {self.world_size} "
-                 f"rank(s); lr {self.lr:g}; {self.workers} loader worker(s) per rank",
+                 f"rank(s){_micro_steps(self.accum_steps, self.per_rank_batch)}; lr {_lr_text(self.lr)}; "
+                 f"{self.workers} loader worker(s) per rank",
                  f"  amp: {self.amp}"]
         for index, device in enumerate(self.devices):
             rank, local_rank = self.first_rank + index, self.first_local_rank + index
@@ -122,8 +125,7 @@ def plan(cfg: DictConfig) -> LaunchPlan:
     notes = tuple(note for note in (workers_note, amp_advice(cfg.amp, kind)) if note)
     return LaunchPlan(mode=mode, device_type=kind, devices=tuple(devices), world_size=world_size,
                       first_rank=first_rank, first_local_rank=first_local, backend=backend, addr=addr, port=port,
-                      global_batch=cfg.dataset.batch_size, per_rank_batch=cfg.dataset.batch_size // world_size,
-                      lr=effective_lr(cfg.optim, cfg.dataset.batch_size), workers=workers,
+                      **_batch_fields(cfg, world_size), workers=workers,
                       amp=describe_amp(cfg.amp), source=env.source if env else "",
                       hardware_checked=not dry_run, problems=tuple(problems), notes=notes)
 
@@ -164,12 +166,30 @@ def _backend(requested: Optional[str], kind: str) -> str:
     return requested
 
 
+def _micro_steps(accum_steps: Any, per_rank: Any) -> str:
+    if accum_steps == 1:
+        return ""
+    of = f" of {per_rank // accum_steps}" if isinstance(per_rank, int) and isinstance(accum_steps, int) else ""
+    return f" in {accum_steps} micro-steps{of}"
+
+
+def _lr_text(lr: Any) -> str:
+    return f"{lr:g}" if isinstance(lr, float) else str(lr)
+
+
+def _batch_fields(cfg: DictConfig, world_size: int) -> Dict[str, Any]:
+    """The plan's batch and lr; with an auto key the ranks decide the batch, and so its scaled lr."""
+    fixed = static_plan(cfg, world_size)
+    if fixed is None:
+        auto = {"global_batch": cfg.dataset.batch_size, "per_rank_batch": "auto", "accum_steps": cfg.optim.accum_steps}
+        batch = cfg.dataset.batch_size
+        return {**auto, "lr": effective_lr(cfg.optim, batch) if batch != AUTO else "auto (follows the batch)"}
+    return {"global_batch": fixed.global_batch, "per_rank_batch": fixed.global_batch // world_size,
+            "accum_steps": fixed.accum_steps, "lr": effective_lr(cfg.optim, fixed.global_batch)}
+
+
 def _check_ranks(cfg: DictConfig, kind: str, world_size: int) -> None:
-    batch = cfg.dataset.batch_size
-    if batch % world_size:
-        nearest = max(batch // world_size, 1) * world_size
-        raise ConfigError(f"dataset.batch_size={batch} is the global batch and must divide by the world size "
-                          f"{world_size}: use a multiple of {world_size}, e.g. {nearest}")
+    static_plan(cfg, world_size)  # refuses a global batch that does not split into ranks x micro-steps
     if cfg.distributed.sync_bn and world_size > 1 and kind == "cpu":
         raise ConfigError("distributed.sync_bn=true: PyTorch's SyncBatchNorm runs on CUDA/NPU only, not on CPU: "
                           "set distributed.sync_bn=false (or model.norm=group for batch-independent statistics)")

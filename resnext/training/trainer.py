@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..models import checkpoint
-from . import ema as ema_room, resume
+from . import batch_fit, ema as ema_room, resume
 from ..runtime import preempt
 from ..runtime.amp import MixedPrecision
 from ..data import build_loaders
@@ -98,18 +98,20 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
     started = time.time()
     ctx.device.activate()
     apply_tf32(cfg.amp, ctx.device.type)
+    cfg, batch = batch_fit.resolve(cfg, ctx)  # batch_size / accum_steps auto: searched (or reused) before seeding
     seed = cfg.seed if cfg.seed is not None else 0
     seed_everything(seed, ctx, cfg.deterministic)
 
     loaders = build_loaders(cfg.dataset, seed=seed, rank=ctx.rank, world_size=ctx.world_size,
                             device_type=ctx.device.type,
-                            channels_last=use_channels_last(cfg.model, ctx.device.type), run_dir=ctx.run_dir)
+                            channels_last=use_channels_last(cfg.model, ctx.device.type), run_dir=ctx.run_dir,
+                            accum_steps=batch.accum_steps)
     model = _prepare_model(cfg, build_model(cfg.model, loaders.num_classes), ctx)
     lr = effective_lr(cfg.optim, cfg.dataset.batch_size)
     optimizer = build_optimizer(cfg.optim, model, ctx.device, lr)
     amp = MixedPrecision(cfg.amp, ctx.device)
     model, optimizer = amp.prepare(model, optimizer)
-    steps_per_epoch = len(loaders.train)
+    steps_per_epoch = len(loaders.train) // batch.accum_steps  # optimizer steps: the loader yields micro-batches
     if cfg.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     def make_scheduler():
@@ -120,9 +122,9 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
     ema = ema_room.build_ema(cfg, model, ctx.is_main)
     result_key = ema_room.result_key(ema)
     if ctx.is_main:
-        log.info("%s: %.2fM parameters, %d classes; global batch %d (%d per rank x %d ranks), lr %g%s",
+        log.info("%s: %.2fM parameters, %d classes; %s, lr %g%s",
                  cfg.model.arch, sum(p.numel() for p in model.parameters()) / 1e6, loaders.num_classes,
-                 cfg.dataset.batch_size, cfg.dataset.batch_size // ctx.world_size, ctx.world_size, lr,
+                 batch.describe(), lr,
                  f" (optim.lr {cfg.optim.lr} scaled {cfg.optim.lr_scaling})" if lr != cfg.optim.lr else "")
 
     # -1 until the first validation, so the first validated epoch always writes model_best.
@@ -147,7 +149,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
     settings = LoopSettings(
         print_freq=cfg.print_freq, fps_warmup_steps=cfg.fps_warmup_steps, max_steps=cfg.max_steps_per_epoch,
         progress_bar=sys.stdout.isatty() if cfg.progress_bar is None else cfg.progress_bar,
-        channels_last=use_channels_last(cfg.model, ctx.device.type))
+        channels_last=use_channels_last(cfg.model, ctx.device.type), accum_steps=batch.accum_steps)
 
     if cfg.evaluate:
         # The unwrapped module: each rank evaluates its own shard, no DDP collectives in the forward.
@@ -186,7 +188,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
         for epoch in range(start_epoch, cfg.epochs):
             epoch_start = time.time()
             first_step = start_step if epoch == start_epoch else 0
-            loaders.set_epoch(epoch, first_step)
+            loaders.set_epoch(epoch, first_step * batch.accum_steps)  # in micro-batches
             lr_now = optimizer.param_groups[0]["lr"]
             train_stats = train_one_epoch(train_model, guard.watch(loaders.train), criterion, optimizer, scheduler,
                                           amp, ctx, epoch, settings, first_step,
@@ -211,7 +213,8 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
             watchdog.beat()
     best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated
     if ctx.is_main:
-        _write_result(ctx, best_acc1, record, fps_per_epoch, time.time() - started, divergence.warnings)
+        _write_result(ctx, best_acc1, record, fps_per_epoch, time.time() - started, divergence.warnings,
+                      batch_fit.result_fields(batch))
         log.info("done: best Acc@1 %.3f in %.1f s", best_acc1, time.time() - started)
     return best_acc1
 
@@ -241,11 +244,11 @@ def _write_json(ctx: RankContext, name: str, content: Dict[str, Any]) -> None:
 
 
 def _write_result(ctx: RankContext, best_acc1: float, last: Dict[str, Any], fps_per_epoch: List[float],
-                  seconds: float, warnings: List[str]) -> None:
+                  seconds: float, warnings: List[str], extra: Dict[str, Any]) -> None:
     """result.json: what a sweep summary reads for this job. fps is the median epoch's, not the last's;
     warnings: what the run said while it ran, such as `diverging: ...` (completed is not the same as fine)."""
     result = {"status": "completed", "best_acc1": best_acc1, "final_train_loss": last.get("train_loss"),
               "fps": statistics.median(fps_per_epoch) if fps_per_epoch else None,
               "fps_is": "median over this run's epochs of FPS@all", "fps_per_epoch": fps_per_epoch,
-              "wall_time_s": seconds, "warnings": warnings}
+              "wall_time_s": seconds, "warnings": warnings, **extra}
     _write_json(ctx, "result.json", result)
