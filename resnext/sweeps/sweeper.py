@@ -197,7 +197,7 @@ class SweeperImpl:
             self._mine.add(trial.number)
             if study_room.is_surplus(self.study, trial.number, self.n_trials):
                 trial.set_user_attr("surplus", True)
-                self.study.tell(trial, state=TrialState.FAIL)
+                self._told(trial, state=TrialState.FAIL)
                 self.heartbeat.remove(trial._trial_id)
                 return slots.WAIT
             retry_of = trial.user_attrs.get("job_dir")  # a retry keeps the dead attempt's user attrs
@@ -242,22 +242,31 @@ class SweeperImpl:
         with self._lock:
             try:
                 if error is None and (result or {}).get("status") == "pruned":
-                    self.study.tell(ticket.trial, state=TrialState.PRUNED)
+                    self._told(ticket.trial, state=TrialState.PRUNED)
                     return "PRUNED"
                 if error is None:
                     try:
-                        self.study.tell(ticket.trial, float(value))
+                        self._told(ticket.trial, float(value))
                         return "COMPLETE"
                     except (TypeError, ValueError) as err:
                         error = ValueError(f"the job returned {value!r}, not a number")
                 message = " ".join(f"{type(error).__name__}: {error}".split())
                 log.warning("trial %d failed: %s", ticket.number, message)
                 ticket.trial.set_user_attr("error", message[:2000])
-                self.study.tell(ticket.trial, state=TrialState.FAIL)
+                self._told(ticket.trial, state=TrialState.FAIL)
                 return "FAIL"
             except RuntimeError as err:  # already finished: failed as stale by another process
                 log.warning("trial %d: the study did not take its outcome (%s)", ticket.number, err)
                 return "FAIL"
+
+    def _told(self, trial: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            self.study.tell(trial, *args, **kwargs)
+        except RuntimeError as err:
+            # Optuna 2's grid sampler calls study.stop() once its grid is used up, which only works inside
+            # optimize(); the trial's state is stored all the same (tell sets it in a `finally`).
+            if "Study.stop" not in str(err):
+                raise
 
     def _write_best(self) -> None:
         from optuna.trial import TrialState
