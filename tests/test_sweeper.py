@@ -16,7 +16,7 @@ from typing import List
 import pytest
 
 from tests.conftest import cli_in_process, needs
-from tests.test_sweep import PARALLEL, tiny_with
+from tests.test_sweep import PARALLEL, device_cfg, fake_multirun_job, tiny_with  # noqa: F401 (a fixture)
 from resnext.config.errors import ConfigError
 
 pytestmark = needs("optuna", extra="sweep")
@@ -135,6 +135,19 @@ def test_a_trial_worse_than_the_median_is_told_to_stop(tmp_path: Path) -> None:
     assert optuna.load_study(study_name="s", storage=url).trials[1].intermediate_values == {1: 10.0}
 
 
+def test_a_slot_owns_its_devices_whatever_the_trial_number(fake_multirun_job) -> None:
+    """Trial numbers do not follow the slots (trial 5 may run in slot 0): the slot picks the device group."""
+    from omegaconf import OmegaConf
+
+    from resnext.sweeps import callback
+
+    fake_multirun_job.job.num = 5  # the trial number
+    cfg = device_cfg(spread_jobs=2)
+    cfg = OmegaConf.merge(cfg, {"sweep": {"trial": {"slot": 0}}})
+    callback.place_job_on_devices(cfg)
+    assert cfg.device.device_list == [0]
+
+
 # ---- refusals before any job --------------------------------------------------------------------
 
 REFUSED = [
@@ -144,6 +157,8 @@ REFUSED = [
     (["hydra.sweeper.sampler=grid", "optim.lr=interval(0.1,1)"], "sampler=grid needs a list of values for optim.lr"),
     (["optim.lrr=0.1,0.2"], "hydra.sweeper.params: optim.lrr is not a key of the config"),
     (["hydra.sweeper.n_jobs=2"], "hydra.sweeper.n_jobs=2 runs trials in parallel, which the basic launcher"),
+    ([*PARALLEL, "hydra.sweeper.n_jobs=2", "device.type=cuda"],
+     "hydra.sweeper.n_jobs=2 runs 2 trials at once, but this node has"),
     (["sweep.resume=true"], "sweep.resume=true is for the basic sweeper"),
     (["hydra.sweeper.storage=nosuchdb://x"], "hydra.sweeper.storage=nosuchdb://x cannot be opened"),
 ]
@@ -153,6 +168,11 @@ REFUSED = [
 def test_bad_sweeper_input_is_one_line_before_any_job(extra: List[str], line: str, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture) -> None:
+    if "trials at once" in line:
+        import torch
+
+        if torch.cuda.device_count() >= 2:
+            pytest.skip("this node has 2 GPUs for 2 slots")
     if "storage" in line and _storage_problem():
         line = "pip install 'sqlalchemy"
     args = ["-m", *SWEEPER, "optim.lr=choice(0.1,0.2)", *extra, "hydra.sweep.dir=sweep"]

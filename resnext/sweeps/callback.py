@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..config.errors import ConfigError
 from .results import read_json
@@ -133,7 +133,7 @@ def place_job_on_devices(cfg: DictConfig) -> None:
     listed = list(cfg.device.device_list or [])
     pool = listed if len(listed) > 1 else list(range(visible_device_count(kind)))
     # hydra/sweeper=resnext numbers jobs by trial, but its slot owns the devices (resnext/sweeps/slots.py)
-    slot = cfg.sweep.trial.slot
+    slot = OmegaConf.select(cfg, "sweep.trial.slot")
     job_num = slot if slot is not None else HydraConfig.get().job.num
     cfg.device.device_list = job_devices(pool, groups, job_num, 1 if cfg.distributed.mode == "none" else None)
     if cfg.device.port is not None:

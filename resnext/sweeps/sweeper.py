@@ -171,7 +171,7 @@ class SweeperImpl:
         listed = list(self.config.device.device_list or [])
         pool = listed if len(listed) > 1 else list(range(visible_device_count(kind)))
         if self.n_jobs > len(pool):
-            raise ConfigError(f"hydra.sweeper.n_jobs={self.n_jobs} trials at once, but this node has {len(pool)} "
+            raise ConfigError(f"hydra.sweeper.n_jobs={self.n_jobs} runs {self.n_jobs} trials at once, but this node has {len(pool)} "
                               f"{kind} device(s) to share ({pool}): set hydra.sweeper.n_jobs<={len(pool)} "
                               "or list more devices in device.device_list")
         job_devices(pool, self.n_jobs, 0, 1 if self.config.distributed.mode == "none" else None)
