@@ -164,7 +164,9 @@ def test_record_outcome(tmp_path: Path) -> None:
     sweep.record_outcome(tmp_path, None)
     assert json.loads(result.read_text()) == {"status": "completed", "best_acc1": 12.5}
     sweep.record_outcome(tmp_path, RuntimeError("disk\nfull"))  # failed after writing: keep its numbers
-    assert json.loads(result.read_text()) == {"status": "failed", "best_acc1": 12.5, "error": "RuntimeError: disk full"}
+    failed = json.loads(result.read_text())
+    assert failed.pop("ended_at") and failed == {"status": "failed", "best_acc1": 12.5,
+                                                 "error": "RuntimeError: disk full", "epochs_run": 0}
 
 
 # ---- device placement for parallel jobs (fake devices and Hydra state) ----

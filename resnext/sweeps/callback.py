@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence
 
@@ -51,6 +52,10 @@ def record_outcome(job_dir: Path, error: Optional[BaseException]) -> None:
     else:
         message = " ".join(str(error).split())  # one line, so it fits a table cell
         result.update(status="failed", error=f"{type(error).__name__}: {message}" if message else type(error).__name__)
+        # the fields every result.json has (resnext/training/trial.py), as far as a failed job can tell
+        metrics = job_dir / "metrics.jsonl"
+        result.setdefault("epochs_run", len(metrics.read_text().splitlines()) if metrics.is_file() else 0)
+        result.setdefault("ended_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     job_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
 
