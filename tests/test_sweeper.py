@@ -192,7 +192,7 @@ JOB = tiny_with("epochs=2", "checkpoint.save=best")
 def test_a_pruned_trial_is_pruned_in_the_study_and_in_result_json(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A finished trial with a high curve is put in the study first: the median pruner then stops the sweep's trial
-    after its first epoch, deterministically."""
+    after its first epoch, deterministically, on both of its ranks."""
     import optuna
 
     from resnext.sweeps.study import open_study, parse_search_space
@@ -206,8 +206,10 @@ def test_a_pruned_trial_is_pruned_in_the_study_and_in_result_json(tmp_path: Path
     study.add_trial(optuna.trial.create_trial(
         params={"optim.lr": 0.1}, distributions={"optim.lr": optuna.distributions.CategoricalDistribution([0.1, 0.2])},
         value=100.0, intermediate_values={1: 100.0, 2: 100.0}))
+    # Two DDP ranks (gloo): rank 0 asks the pruner, rank 1 must stop at the same epoch or the job would hang.
     args = ["-m", *SWEEPER, "hydra.sweeper.pruner=median", "hydra.sweeper.warmup_trials=1",
-            "hydra.sweeper.n_trials=2", "optim.lr=choice(0.1,0.2)", *JOB, "hydra.sweep.dir=sweep"]
+            "hydra.sweeper.n_trials=2", "optim.lr=choice(0.1,0.2)", *JOB, "distributed=spawn", "device.type=cpu",
+            "device.nprocs=2", "hydra.sweep.dir=sweep"]
     assert cli_in_process(monkeypatch, tmp_path, args) == 0
     assert _states(_study(sweep_dir)) == ["COMPLETE", "PRUNED"]
     job = sweep_dir / "1"
@@ -217,7 +219,18 @@ def test_a_pruned_trial_is_pruned_in_the_study_and_in_result_json(tmp_path: Path
     assert result["trial"] == {"number": 1, "study_name": "resnext", "storage": f"sqlite:///{sweep_dir / 'optuna.db'}"}
     assert result["started_at"] <= result["ended_at"]
     assert len((job / "metrics.jsonl").read_text().splitlines()) == 1 and (job / "model_best.pth.tar").is_file()
-    assert "pruned" in (sweep_dir / "summary.csv").read_text() or (sweep_dir / "summary.csv").is_file()
+    assert (job / "train_rank1.log").is_file(), "the job ran two ranks"
+
+
+def test_the_presets_choose_this_sweeper() -> None:
+    from tests.test_sweep import compose_with_hydra
+
+    cfg = compose_with_hydra(["sweep=asha_lr_bs"])
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_ == "hydra_plugins.resnext_sweeper.resnext_sweeper.ResnextSweeper"
+    assert (sweeper.pruner, sweeper.sampler, sweeper.n_trials) == ("asha", "tpe", 16)
+    assert dict(sweeper.params) == {"optim.lr": "tag(log, interval(1e-3, 1))", "dataset.batch_size": "choice(32,64,128)"}
+    assert compose_with_hydra(["sweep=median_lr_wd"]).hydra.sweeper.pruner == "median"
 
 
 @pytest.mark.slow
