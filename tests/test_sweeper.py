@@ -56,12 +56,16 @@ def test_search_space_syntax_is_optunas() -> None:
     from resnext.sweeps.study import parse_search_space
 
     space = parse_search_space(["optim.lr=tag(log, interval(1e-3, 1))", "dataset.batch_size=choice(32,64,128)",
-                                "optim.momentum=0.8,0.9", "epochs=6"])
+                                "optim.momentum=0.8,0.9", "epochs=6", "dataset.workers=range(1,10,3)"])
     lr = space.distributions["optim.lr"]
     assert (lr.low, lr.high) == (1e-3, 1.0) and getattr(lr, "log", type(lr).__name__ == "LogUniformDistribution")
     assert space.distributions["dataset.batch_size"] == CategoricalDistribution([32, 64, 128])
     assert space.distributions["optim.momentum"].choices == (0.8, 0.9)
     assert space.fixed == {"epochs": "6"}
+    from resnext.sweeps.study import grid_values
+
+    space.distributions.pop("optim.lr")  # a continuous interval: no grid
+    assert grid_values(space)["dataset.workers"] == [1, 4, 7]
 
 
 @pytest.mark.parametrize("name", ["none", "median", "asha", "hyperband"])

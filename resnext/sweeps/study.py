@@ -66,7 +66,8 @@ def _distribution(override: Any) -> Any:
     if override.is_range_sweep():
         if any(isinstance(v, float) for v in (value.start, value.stop, value.step)):
             raise ConfigError(f"{override.input_line}: a float range; use interval(...) or choice(...)")
-        return _int(int(value.start), int(value.stop) - 1, step=int(value.step))  # range() excludes its stop
+        start, stop, step = int(value.start), int(value.stop), int(value.step)
+        return _int(start, start + (stop - 1 - start) // step * step, step=step)  # the last value range() gives
     if override.is_interval_sweep():
         log_scale = "log" in value.tags
         if isinstance(value.start, int) and isinstance(value.end, int):

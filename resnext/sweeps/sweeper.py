@@ -219,7 +219,7 @@ class SweeperImpl:
         return lines
 
     def _run_trial(self, slot: int, ticket: Ticket) -> str:
-        log.info("slot %d: trial %d: %s", slot, ticket.number, " ".join(ticket.overrides[:-4]))
+        log.info("slot %d: trial %d: %s", slot, ticket.number, ticket.trial.params)
         try:
             ret = self.launcher.launch([ticket.overrides], initial_job_idx=ticket.number)[0]
             error, value = None, None
