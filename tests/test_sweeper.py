@@ -277,23 +277,29 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> No
 @pytest.mark.slow
 @needs_storage
 def test_a_killed_sweep_run_again_continues_to_n_trials(tmp_path: Path) -> None:
+    """Killed after trial 1's first epoch: run again, trial 1 is retried as trial 2 from its checkpoint."""
     sweep_dir = tmp_path / "sweep"
-    first = _sweep_process(tmp_path, ["hydra.sweeper.n_trials=3"])
+    job = ["hydra.sweeper.n_trials=2", "epochs=3", "checkpoint.save=last"]
+    first = _sweep_process(tmp_path, job)
     _wait_for(sweep_dir / "0" / "result.json", first)
-    _wait_for(sweep_dir / "1" / "train.log", first)
+    _wait_for(sweep_dir / "1" / "checkpoint.pth.tar", first)
     finished = (sweep_dir / "0" / "result.json").stat().st_mtime_ns
     os.killpg(first.pid, signal.SIGKILL)  # the sweep and its in-process job die mid-trial
     first.communicate()
-    again = _sweep_process(tmp_path, ["hydra.sweeper.n_trials=3"])
+    assert not (sweep_dir / "1" / "result.json").exists(), "trial 1 ended before the kill: nothing to retry"
+    again = _sweep_process(tmp_path, job)
     output = again.communicate(timeout=600)[0]
     assert again.returncode == 0, output[-3000:]
     study = _study(sweep_dir)
     states = _states(study)
     assert states[:2] == ["COMPLETE", "FAIL"] and "error" not in study.trials[1].user_attrs  # died, not failed
-    assert states.count("COMPLETE") == 3 and len(states) == 4, states
+    assert states == ["COMPLETE", "FAIL", "COMPLETE"], states
     assert study.trials[2].params == study.trials[1].params, "the interrupted trial is retried"
+    retry = json.loads((sweep_dir / "2" / "result.json").read_text())
+    assert f"resume='{sweep_dir / '1' / 'checkpoint.pth.tar'}'" in (sweep_dir / "2" / ".hydra" / "overrides.yaml").read_text()
+    assert (retry["status"], retry["epochs_planned"]) == ("completed", 3) and retry["epochs_run"] < 3, retry
     assert (sweep_dir / "0" / "result.json").stat().st_mtime_ns == finished, "a finished job was touched"
-    assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["0", "1", "2", "3"]
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["0", "1", "2"]
 
 
 @pytest.mark.slow
