@@ -118,9 +118,10 @@ def test_failed_job_is_summarised_and_the_others_kept(tmp_path: Path) -> None:
 # ---- Optuna ----
 
 @pytest.mark.slow
-@needs("hydra_plugins.hydra_optuna_sweeper", extra="sweep")
+@needs("optuna", extra="sweep")
 def test_optuna_search_maximises_acc1(tmp_path: Path) -> None:
-    run_cli(["sweep=optuna_lr_wd", *SWEEP_TINY, "hydra.sweeper.n_trials=2", "hydra.sweep.dir=sweep"], tmp_path)
+    run_cli(["sweep=optuna_lr_wd", *SWEEP_TINY, "hydra.sweeper.n_trials=2", "hydra.sweeper.stagger_s=0",
+             "hydra.sweep.dir=sweep"], tmp_path)
     sweep_dir = tmp_path / "sweep"
     results = OmegaConf.load(sweep_dir / "optimization_results.yaml")
     rows = summary_rows(sweep_dir)
@@ -164,7 +165,9 @@ def test_record_outcome(tmp_path: Path) -> None:
     sweep.record_outcome(tmp_path, None)
     assert json.loads(result.read_text()) == {"status": "completed", "best_acc1": 12.5}
     sweep.record_outcome(tmp_path, RuntimeError("disk\nfull"))  # failed after writing: keep its numbers
-    assert json.loads(result.read_text()) == {"status": "failed", "best_acc1": 12.5, "error": "RuntimeError: disk full"}
+    failed = json.loads(result.read_text())
+    assert failed.pop("ended_at") and failed == {"status": "failed", "best_acc1": 12.5,
+                                                 "error": "RuntimeError: disk full", "epochs_run": 0}
 
 
 # ---- device placement for parallel jobs (fake devices and Hydra state) ----

@@ -1,5 +1,6 @@
 """The sweeps wing: what a Hydra multirun adds on top of single runs.
 
 The multirun callback (callback.py), resuming a sweep (resume.py), the rows of every job (results.py),
-the summary files (summary.py) and their plot (plot.py). It imports training and below, never a command.
+the summary files (summary.py) and their plot (plot.py); the pruning sweeper hydra/sweeper=resnext
+(sweeper.py, with its study in study.py and its asynchronous slots in slots.py). It imports training and below, never a command.
 """

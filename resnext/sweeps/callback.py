@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence
 
@@ -18,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..config.errors import ConfigError
 from .results import read_json
@@ -51,6 +52,10 @@ def record_outcome(job_dir: Path, error: Optional[BaseException]) -> None:
     else:
         message = " ".join(str(error).split())  # one line, so it fits a table cell
         result.update(status="failed", error=f"{type(error).__name__}: {message}" if message else type(error).__name__)
+        # the fields every result.json has (resnext/training/trial.py), as far as a failed job can tell
+        metrics = job_dir / "metrics.jsonl"
+        result.setdefault("epochs_run", len(metrics.read_text().splitlines()) if metrics.is_file() else 0)
+        result.setdefault("ended_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     job_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -132,8 +137,11 @@ def place_job_on_devices(cfg: DictConfig) -> None:
         return
     listed = list(cfg.device.device_list or [])
     pool = listed if len(listed) > 1 else list(range(visible_device_count(kind)))
-    job_num = HydraConfig.get().job.num
+    # hydra/sweeper=resnext numbers jobs by trial, but its slot owns the devices (resnext/sweeps/slots.py)
+    slot = OmegaConf.select(cfg, "sweep.trial.slot")
+    job_num = slot if slot is not None else HydraConfig.get().job.num
     cfg.device.device_list = job_devices(pool, groups, job_num, 1 if cfg.distributed.mode == "none" else None)
     if cfg.device.port is not None:
         cfg.device.port = cfg.device.port + job_num % groups
-    log.info("job %d of the sweep trains on %s %s", job_num, kind, list(cfg.device.device_list))
+    log.info("%s %d of the sweep trains on %s %s", "job" if slot is None else "slot", job_num, kind,
+             list(cfg.device.device_list))
