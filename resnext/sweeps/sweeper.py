@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -192,7 +193,9 @@ class SweeperImpl:
             counted, waiting, running = study_room.tally(self.study)
             if not waiting and counted >= self.n_trials:
                 return slots.WAIT if set(running) - self._mine else None
-            trial = self.study.ask(fixed_distributions=self.space.distributions)
+            with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for Study.optimize: ours beats
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+                trial = self.study.ask(fixed_distributions=self.space.distributions)
             self.heartbeat.add(trial._trial_id)
             self._mine.add(trial.number)
             if study_room.is_surplus(self.study, trial.number, self.n_trials):
