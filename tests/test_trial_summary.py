@@ -16,12 +16,11 @@ from tests.conftest import needs
 from tests.test_report import epoch, make_job, read_csv
 
 STUDY = "lr_bs_asha"
-T0 = "2026-12-03T10:00:00+00:00"
 
 
 def at(seconds: float) -> str:
-    """T0 plus `seconds`, ISO-8601 UTC as the sweeper writes it."""
-    return f"2026-12-03T10:{int(seconds) // 60:02d}:{int(seconds) % 60:02d}+00:00"
+    """10:00 UTC plus `seconds`, ISO-8601 UTC as the sweeper writes it (milliseconds, Z)."""
+    return f"2026-12-03T10:{int(seconds) // 60:02d}:{int(seconds) % 60:02d}.000Z"
 
 
 def trial_job(sweep: Path, number: int, lr: float, batch: int, accs: Sequence[float], status: Optional[str],
@@ -73,12 +72,24 @@ def asha_dir(tmp_path: Path) -> Path:
     trial_job(sweep, 2, 0.002, 128, [12.0], "failed", start=100, end=160, error="RuntimeError: out of memory")
     trial_job(sweep, 3, 0.05, 64, [25.0, 35.0, 44.0, 50.0, 55.0, 58.5], "completed", start=40, end=150)
     trial_job(sweep, 4, 0.3, 32, [22.0, 29.0], None)
-    slots = [{"slot": 0, "trial": 0, "start": at(0), "end": at(100)},
-             {"slot": 1, "trial": 1, "start": at(5), "end": at(40)},
-             {"slot": 1, "trial": 3, "start": at(40), "end": at(150)},
-             {"slot": 0, "trial": 2, "start": at(100), "end": at(160)}]
-    (sweep / "slots.json").write_text(json.dumps(slots))
+    intervals = [interval(0, 0, 0, 100), interval(1, 1, 5, 40), interval(1, 3, 40, 150), interval(0, 2, 100, 160)]
+    write_slots(sweep, slot_run(2, 0, 160, intervals))
     return sweep
+
+
+def interval(slot: int, trial: int, start: float, end: float) -> dict:
+    return {"slot": slot, "trial": trial, "start": at(start), "end": at(end), "state": "COMPLETE"}
+
+
+def slot_run(n_jobs: int, started: float, ended: Optional[float], intervals: List[dict]) -> dict:
+    """One sweep process's entry of slots.json, as resnext/sweeps/slots.py writes it."""
+    return {"host": "node1", "pid": 1, "n_jobs": n_jobs, "stagger_s": 5, "started": at(started),
+            "ended": None if ended is None else at(ended), "intervals": intervals}
+
+
+def write_slots(sweep: Path, *runs: dict) -> Path:
+    (sweep / "slots.json").write_text(json.dumps({"runs": list(runs)}))
+    return sweep / "slots.json"
 
 
 def summary_md(sweep: Path) -> str:
@@ -113,22 +124,29 @@ def test_epochs_spent_against_unpruned(asha_dir: Path) -> None:
 
 
 def test_slot_idle_time_from_slots_json(asha_dir: Path) -> None:
-    # Wall 0-160 s on 2 slots = 320 slot-seconds; busy 100 + 35 + 110 + 60 = 305: 15 idle, 4.7 %.
+    # 0-160 s on 2 slots = 320 slot-seconds; busy 100 + 35 + 110 + 60 = 305: 15 idle, 4.7 %.
     idle = trials.slot_idle(trials.read_slots(asha_dir / "slots.json"))
-    assert (idle.slots, idle.wall_s, idle.busy_s, idle.idle_s) == (2, 160.0, 305.0, 15.0)
-    assert "Slot idle time: 4.7% of 2 slot(s) x 160.0 s (15.0 idle slot-seconds, from slots.json)." \
-        in summary_md(asha_dir)
+    assert (idle.slots, idle.slot_s, idle.busy_s, idle.idle_s, idle.wall_s) == (2, 320.0, 305.0, 15.0, 160.0)
+    assert "Slot idle time: 4.7% (15.0 of 320.0 slot-seconds on 2 slot(s), from slots.json)." in summary_md(asha_dir)
     (asha_dir / "slots.json").unlink()  # the trials' result.json still make it a trial sweep
     table = summary_md(asha_dir)
     assert "Slot idle time" not in table and "pruned at epoch 2" in table
 
 
-def test_a_trial_still_running_in_slots_json_counts_to_the_last_time_known(tmp_path: Path) -> None:
-    (tmp_path / "slots.json").write_text(json.dumps([
-        {"slot": 0, "trial": 0, "start": at(0), "end": at(50)},
-        {"slot": 1, "trial": 1, "start": at(10), "end": None}]))
+def test_slot_idle_over_two_sweep_processes(tmp_path: Path) -> None:
+    # Two machines on one study: 2 slots x 100 s and 1 slot x 50 s (still running: to its last trial's end).
+    first = slot_run(2, 0, 100, [interval(0, 0, 0, 100), interval(1, 1, 10, 100)])
+    second = slot_run(1, 20, None, [interval(0, 2, 30, 70)])
+    idle = trials.slot_idle(trials.read_slots(write_slots(tmp_path, first, second)))
+    assert (idle.slot_s, idle.busy_s, idle.open_runs, idle.wall_s) == (200.0 + 50.0, 190.0 + 40.0, 1, 100.0)
+    assert idle.idle_percent == pytest.approx(8.0)
+
+
+def test_a_bare_list_of_slot_intervals_is_read_too(tmp_path: Path) -> None:
+    (tmp_path / "slots.json").write_text(json.dumps([interval(0, 0, 0, 30), interval(1, 1, 0, 20),
+                                                     interval(1, 2, 20, 30)]))
     idle = trials.slot_idle(trials.read_slots(tmp_path / "slots.json"))
-    assert (idle.wall_s, idle.busy_s, idle.open_uses) == (50.0, 90.0, 1)
+    assert (idle.slots, idle.idle_percent) == (2, 0.0)
 
 
 def test_the_picture_is_written(asha_dir: Path) -> None:
@@ -172,12 +190,3 @@ def test_report_cli_rebuilds_a_trial_summary(asha_dir: Path, capsys: pytest.Capt
     assert report.main([str(asha_dir)]) == 0
     out = capsys.readouterr().out
     assert "pruned at epoch 2" in out and "summary.png" in out
-
-
-def uses(times: List[tuple]) -> List[trials.SlotUse]:
-    return [trials.SlotUse(slot, n, trials.parse_time(at(a)), trials.parse_time(at(b)))
-            for n, (slot, a, b) in enumerate(times)]
-
-
-def test_idle_of_a_perfectly_packed_sweep_is_zero() -> None:
-    assert trials.slot_idle(uses([(0, 0, 30), (1, 0, 20), (1, 20, 30)])).idle_percent == 0.0

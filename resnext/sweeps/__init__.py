@@ -1,5 +1,7 @@
 """The sweeps wing: what a Hydra multirun adds on top of single runs.
 
 The multirun callback (callback.py), resuming a sweep (resume.py), the rows of every job (results.py),
-the summary files (summary.py) and their plot (plot.py). It imports training and below, never a command.
+the summary files (summary.py) and their plot (plot.py); for a pruning sweep its trials and slot use
+(trials.py), their table (trial_summary.py), Acc@1 curves (curves.py) and parameter importances
+(importance.py). It imports training and below, never a command.
 """

@@ -33,10 +33,10 @@ class TrialSweep:
 
 def summarise(sweep_dir: Path, jobs: Sequence[JobResult]) -> TrialSweep:
     trials = load_trials(sweep_dir, jobs)
-    uses = read_slots(Path(sweep_dir) / SLOTS_FILE)
+    runs = read_slots(Path(sweep_dir) / SLOTS_FILE)
     storage, study_name = study_of(trials)
     return TrialSweep(trials=trials, keys=swept_keys(jobs), best=best_trial(trials), totals=epoch_totals(trials),
-                      wall_s=sweep_wall_s(trials), idle=slot_idle(uses) if uses else None,
+                      wall_s=sweep_wall_s(trials), idle=slot_idle(runs) if runs else None,
                       importances=study_importances(storage, study_name, sweep_dir))
 
 
@@ -83,10 +83,10 @@ def _cost_lines(sweep: TrialSweep) -> List[str]:
         lines.append(f"Sweep wall time: {sweep.wall_s:.1f} s (first trial start to last trial end).")
     idle = sweep.idle
     if idle is not None:
-        lines.append(f"Slot idle time: {idle.idle_percent:.1f}% of {idle.slots} slot(s) x {idle.wall_s:.1f} s "
-                     f"({idle.idle_s:.1f} idle slot-seconds, from {SLOTS_FILE})"
-                     + (f"; {idle.open_uses} trial(s) still running or killed, counted to the last time known."
-                        if idle.open_uses else "."))
+        lines.append(f"Slot idle time: {idle.idle_percent:.1f}% ({idle.idle_s:.1f} of {idle.slot_s:.1f} slot-seconds "
+                     f"on {idle.slots} slot(s), from {SLOTS_FILE})"
+                     + (f"; {idle.open_runs} sweep process(es) still running or killed, counted to their last "
+                        "trial's end." if idle.open_runs else "."))
     imp = sweep.importances
     if imp.values:
         lines.append(f"{imp.note[0].upper()}{imp.note[1:]}: "

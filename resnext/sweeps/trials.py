@@ -145,48 +145,75 @@ class SlotUse:
     slot: int
     trial: int
     start: datetime
-    end: Optional[datetime]  # None: the trial was still running when the file was written
+    end: datetime
 
 
-def read_slots(path: Path) -> Optional[List[SlotUse]]:
-    """slots.json as a list of uses; None when absent or unreadable. The one place that knows its format:
-    a JSON list of {"slot": int, "trial": int, "start": iso, "end": iso or null}."""
-    data = read_json(path) if path.is_file() else None
-    if isinstance(data, dict):  # the list may sit under a key of a bigger record
-        data = data.get("slots")
-    if not isinstance(data, list):
-        return None
+@dataclass
+class SlotRun:
+    """One sweep process's slots: `slots` of them from `start` to `end` (None: still running or killed)."""
+    slots: int
+    start: Optional[datetime]
+    end: Optional[datetime]
+    uses: List[SlotUse]
+
+
+def _uses(intervals: object) -> List[SlotUse]:
     uses = [SlotUse(int(u["slot"]), int(u["trial"]), parse_time(u.get("start")), parse_time(u.get("end")))
-            for u in data if isinstance(u, dict) and "slot" in u and "trial" in u]
-    return [u for u in uses if u.start is not None]
+            for u in (intervals if isinstance(intervals, list) else []) if isinstance(u, dict) and "slot" in u]
+    return [u for u in uses if u.start is not None and u.end is not None]
+
+
+def read_slots(path: Path) -> Optional[List[SlotRun]]:
+    """slots.json as one SlotRun per sweep process; None when absent or unreadable. The one place that knows
+    the file's format (resnext/sweeps/slots.py writes it): {"runs": [{"n_jobs", "started", "ended",
+    "intervals": [{"slot", "trial", "start", "end", "state"}]}]}, one run per sweep process (a resumed sweep or a
+    second machine adds its own). A bare list of intervals is read as one run of as many slots as it names."""
+    data = read_json(path) if path.is_file() else None
+    if isinstance(data, list):
+        uses = _uses(data)
+        return [SlotRun(len({u.slot for u in uses}), None, None, uses)] if uses else None
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        return None
+    runs = [SlotRun(int(r.get("n_jobs") or 1), parse_time(r.get("started")), parse_time(r.get("ended")),
+                    _uses(r.get("intervals"))) for r in data["runs"] if isinstance(r, dict)]
+    return [r for r in runs if r.uses or (r.start and r.end)] or None
 
 
 @dataclass
 class SlotIdle:
-    slots: int
-    wall_s: float  # the sweep's wall time: first start to last end
+    slots: int  # the most slots any one run had
+    slot_s: float  # slot-seconds on offer: each run's slots x its wall time, summed over runs
     busy_s: float  # slot-seconds spent running trials
-    open_uses: int  # uses without an end (still running or killed): counted up to the last known time
+    wall_s: float  # the sweep's wall time: first run's start to last run's end
+    open_runs: int  # runs without an end (still running, or killed): counted to their last trial's end
 
     @property
     def idle_s(self) -> float:
-        return max(self.slots * self.wall_s - self.busy_s, 0.0)
+        return max(self.slot_s - self.busy_s, 0.0)
 
     @property
     def idle_percent(self) -> float:
-        """Idle slot-seconds as a share of slots x wall time: the mean share of the sweep a slot stood idle."""
-        return 100.0 * self.idle_s / (self.slots * self.wall_s) if self.wall_s > 0 else 0.0
+        """Idle slot-seconds as a share of the slot-seconds on offer: how much of the sweep's wall time a slot
+        stood idle, on average (between trials, waiting to start, or with nothing left to run)."""
+        return 100.0 * self.idle_s / self.slot_s if self.slot_s > 0 else 0.0
 
 
-def slot_idle(uses: Sequence[SlotUse], slots: Optional[int] = None) -> Optional[SlotIdle]:
-    """Idle time over the sweep's wall time; `slots` defaults to the number of distinct slots used."""
-    if not uses:
+def slot_idle(runs: Sequence[SlotRun]) -> Optional[SlotIdle]:
+    """Idle slot time over the runs' wall time; a run's window defaults to its first start and last end."""
+    windows, busy = [], 0.0
+    for run in runs:
+        start = run.start or min((u.start for u in run.uses), default=None)
+        end = run.end or max((u.end for u in run.uses), default=None)
+        if start is None or end is None:
+            continue
+        windows.append((run.slots, start, end))
+        busy += sum((min(u.end, end) - max(u.start, start)).total_seconds() for u in run.uses if u.end > start)
+    if not windows:
         return None
-    last = max(u.end or u.start for u in uses)
-    first = min(u.start for u in uses)
-    busy = sum(((u.end or last) - u.start).total_seconds() for u in uses)
-    return SlotIdle(slots=slots or len({u.slot for u in uses}), wall_s=(last - first).total_seconds(),
-                    busy_s=busy, open_uses=sum(u.end is None for u in uses))
+    return SlotIdle(slots=max(w[0] for w in windows),
+                    slot_s=sum(n * (end - start).total_seconds() for n, start, end in windows), busy_s=busy,
+                    wall_s=(max(w[2] for w in windows) - min(w[1] for w in windows)).total_seconds(),
+                    open_runs=sum(r.end is None for r in runs))
 
 
 def sweep_wall_s(trials: Sequence[Trial]) -> Optional[float]:
