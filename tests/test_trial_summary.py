@@ -2,8 +2,10 @@
 Optuna study: each trial's end, epochs spent against unpruned, slot idle time, importances, the picture (fast)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -15,6 +17,7 @@ from resnext.sweeps import importance, results, summary, trials
 from tests.conftest import needs
 from tests.test_report import epoch, make_job, read_csv
 
+REPO = Path(__file__).resolve().parent.parent
 STUDY = "lr_bs_asha"
 
 
@@ -190,3 +193,26 @@ def test_report_cli_rebuilds_a_trial_summary(asha_dir: Path, capsys: pytest.Capt
     assert report.main([str(asha_dir)]) == 0
     out = capsys.readouterr().out
     assert "pruned at epoch 2" in out and "summary.png" in out
+
+
+def test_sweep_benchmark_reads_two_sweeps_into_a_table(asha_dir: Path, tmp_path: Path, capsys) -> None:
+    """scripts/sweep_benchmark.py --no-run: the README table from two finished sweeps (here: fixtures)."""
+    spec = importlib.util.spec_from_file_location("sweep_benchmark", REPO / "scripts" / "sweep_benchmark.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "bench"
+    shutil.copytree(asha_dir, out / "asha")
+    shutil.copytree(asha_dir, out / "none")
+    for number in (1, 2):  # unpruned: trial 1 trains all 6 epochs
+        result = json.loads((out / "none" / str(number) / "result.json").read_text())
+        result.update(status="completed", epochs_run=6)
+        result.pop("pruned_at_epoch", None)
+        (out / "none" / str(number) / "result.json").write_text(json.dumps(result))
+    assert script.main(["--no-run", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| asha | 5 (2 / 1 / 1) | 17 of 30 | 160 | 58.5 (3) | 4.7% |" in printed
+    assert "- epochs: asha spent 65% of none's (target <= 50%): missed" in printed
+    # Batches of 2 in trial order: (100, 35) (60, 110) (10): 200 + 220 + 20 slot-seconds offered, 315 used.
+    assert script.batched_idle_percent([100, 35, 60, 110, 10], 2) == pytest.approx(100 * 125 / 440)
+    assert "| none | 5 (4 / 0 / 0) | 26 of 30 | 160 | 58.5 (3) | 4.7% | 28.4% |" in printed
+    assert "(computed)" in printed and "not run" in printed
