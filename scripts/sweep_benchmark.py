@@ -105,7 +105,8 @@ def verdicts(figures: Dict[str, Dict[str, object]]) -> List[str]:
     none, asha = figures.get("none"), figures.get("asha")
     if none and asha and none["spent"]:
         share = 100.0 * asha["spent"] / none["spent"]
-        lines.append(f"- epochs: asha spent {share:.0f}% of none's (target <= 50%): {'met' if share <= 50 else 'missed'}")
+        lines.append(f"- epochs: asha spent {share:.0f}% of none's (target <= 50%): "
+                     f"{'met' if share <= 50 else 'missed'}")
     if none and asha and none["best"] is not None and asha["best"] is not None:
         gap = none["best"] - asha["best"]
         lines.append(f"- best Acc@1: asha {asha['best']:.1f} vs none {none['best']:.1f}, {gap:+.1f} points "

@@ -56,7 +56,8 @@ def make_study(sweep: Path, completed: int, pruned: int = 0) -> None:
                     "pip install 'sqlalchemy>=1.4,<2' 'alembic<1.14'")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=STUDY, storage=f"sqlite:///{sweep / 'optuna.db'}", direction="maximize")
-    space = {"optim.lr": LogUniformDistribution(1e-3, 1.0), "dataset.batch_size": CategoricalDistribution([32, 64, 128])}
+    space = {"optim.lr": LogUniformDistribution(1e-3, 1.0),
+             "dataset.batch_size": CategoricalDistribution([32, 64, 128])}
     for k in range(completed + pruned):
         lr, batch = 10 ** (-3 + 3 * k / max(completed + pruned - 1, 1)), (32, 64, 128)[k % 3]
         value = 60 - 12 * (math.log10(lr) + 1) ** 2 + (k % 3) * 0.5
@@ -164,7 +165,7 @@ def test_importances_only_with_enough_completed_trials(asha_dir: Path, completed
     table = summary_md(asha_dir)
     if completed >= importance.MIN_COMPLETED:
         line = next(line for line in table.splitlines() if line.startswith("- Parameter importances"))
-        assert f"over the {completed} completed trials" in line
+        assert f"over the study's {completed} completed trials" in line
         shares = dict(part.rsplit(" ", 1) for part in line.split("): ")[1].rstrip(".").split(", "))
         assert list(shares) == ["optim.lr", "dataset.batch_size"]  # lr decides Acc@1 here, batch barely
         assert math.isclose(sum(map(float, shares.values())), 1.0, abs_tol=0.02)

@@ -92,7 +92,7 @@ def study_importances(storage: Optional[str], study_name: Optional[str], sweep_d
                                 "noise")
     found = _evaluate(study)
     found.completed = completed
-    found.note = (f"parameter importances (Optuna's {found.evaluator} over the {completed} completed trials"
+    found.note = (f"parameter importances (Optuna's {found.evaluator} over the study's {completed} completed trials"
                   + (f"; {found.fallback})" if found.fallback else ")"))
     return found
 

@@ -2,8 +2,9 @@
 
 The rows come from results.py (reading the job directories), the plot from plot.py; a sweep of the
 resnext sweeper (pruned trials, slots) gets its own rows and picture from trial_summary.py and curves.py
-instead. This module chooses between them and writes the files, serialising concurrent rebuilds. The sweep callback calls `write_summary` after
-every job, and `python -m resnext.report` calls it to rebuild a summary by hand.
+instead. This module chooses between them and writes the files, serialising concurrent rebuilds. The
+sweep callback calls `write_summary` after every job, and `python -m resnext.report` calls it to rebuild
+a summary by hand.
 """
 from __future__ import annotations
 
