@@ -36,8 +36,10 @@ def trial_job(sweep: Path, number: int, lr: float, batch: int, accs: Sequence[fl
                   "trial": {"number": number, "study_name": STUDY, "storage": f"sqlite:///{sweep / 'optuna.db'}"},
                   **extra}
     metrics = [epoch(k, acc, 2.0 - k / 10) for k, acc in enumerate(accs)]
-    job_dir = make_job(sweep, str(number), [f"optim.lr={lr}", f"dataset.batch_size={batch}", f"epochs={planned}"],
-                       lr=lr, batch=batch, result=result, metrics=metrics)
+    bookkeeping = [f"sweep.trial.storage=sqlite:///{sweep / 'optuna.db'}", f"sweep.trial.study_name={STUDY}",
+                   f"sweep.trial.number={number}", f"sweep.trial.slot={number % 2}"]  # what the sweeper adds
+    job_dir = make_job(sweep, str(number), [f"epochs={planned}", f"optim.lr={lr}", f"dataset.batch_size={batch}",
+                                            *bookkeeping], lr=lr, batch=batch, result=result, metrics=metrics)
     config = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
     config.epochs = planned  # what a running trial's plan is read from
     OmegaConf.save(config, job_dir / ".hydra" / "config.yaml")

@@ -20,6 +20,11 @@ from .trials import (FINISHED, SLOTS_FILE, EpochTotals, SlotIdle, Trial, best_tr
                      read_slots, slot_idle, sweep_wall_s)
 
 
+# The sweeper's own overrides on each job (resnext/sweeps/sweeper.py: storage, study, trial number, slot): they
+# tell a job which trial it is, so they differ between trials without being searched; the table leaves them out.
+BOOKKEEPING = "sweep.trial."
+
+
 @dataclass
 class TrialSweep:
     trials: List[Trial]
@@ -35,7 +40,8 @@ def summarise(sweep_dir: Path, jobs: Sequence[JobResult]) -> TrialSweep:
     trials = load_trials(sweep_dir, jobs)
     runs = read_slots(Path(sweep_dir) / SLOTS_FILE)
     storage, study_name = study_of(trials)
-    return TrialSweep(trials=trials, keys=swept_keys(jobs), best=best_trial(trials), totals=epoch_totals(trials),
+    keys = [k for k in swept_keys(jobs) if not k.startswith(BOOKKEEPING)]
+    return TrialSweep(trials=trials, keys=keys, best=best_trial(trials), totals=epoch_totals(trials),
                       wall_s=sweep_wall_s(trials), idle=slot_idle(runs) if runs else None,
                       importances=study_importances(storage, study_name, sweep_dir))
 
@@ -118,7 +124,7 @@ def to_markdown(sweep: TrialSweep) -> str:
     study = next(((t.study_name, t.storage) for t in trials if t.study_name), None)
     if study:
         intro += f" Study `{study[0]}` in `{study[1]}`."
-    common = common_overrides([t.job for t in trials])
+    common = [o for o in common_overrides([t.job for t in trials]) if not o.startswith(BOOKKEEPING)]
     paragraphs = [intro, "\n".join(f"- {line}" for line in _cost_lines(sweep)),
                   *(["Every trial: `" + " ".join(common) + "`"] if common else []), "\n".join(lines)]
     return "\n\n".join(paragraphs) + "\n"
