@@ -83,14 +83,18 @@ def study_importances(storage: Optional[str], study_name: Optional[str], sweep_d
         study = optuna.load_study(study_name=study_name, storage=storage)
     except Exception as err:  # noqa: BLE001 - an unreachable or foreign storage must not stop the summary
         return Importances(note=f"no parameter importances: study {study_name} could not be read from {storage} "
-                                f"({type(err).__name__}: {err})")
+                                f"({type(err).__name__}: {' '.join(str(err).split())[:300]})")
     completed = sum(t.state == TrialState.COMPLETE for t in study.trials)
     if completed < min_completed:
         return Importances(completed=completed,
                            note=f"parameter importances need at least {min_completed} completed trials (this study "
                                 f"has {completed}; pruned trials have no final Acc@1): below that the ranking is "
                                 "noise")
-    found = _evaluate(study)
+    try:
+        found = _evaluate(study)
+    except Exception as err:  # noqa: BLE001 - e.g. trials with different search spaces: the summary goes on
+        return Importances(completed=completed, note=f"no parameter importances: Optuna could not compute them "
+                                                     f"({type(err).__name__}: {' '.join(str(err).split())})")
     found.completed = completed
     found.note = (f"parameter importances (Optuna's {found.evaluator} over the study's {completed} completed trials"
                   + (f"; {found.fallback})" if found.fallback else ")"))
