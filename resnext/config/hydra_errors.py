@@ -22,6 +22,7 @@ from typing import Callable, Iterator, List, NoReturn, Optional, Sequence, Tuple
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from .errors import ConfigError
 from .suggest import choice_line, config_groups, key_fix, option_line, other_mistakes, schema_keys
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
@@ -91,6 +92,11 @@ def one_line_refusals(args: Sequence[str], task: Callable) -> Iterator[None]:
             _report_failure(err)
         for line in refusal_lines(err, args):
             print(line, file=sys.stderr)
+        raise SystemExit(2) from None
+    except ConfigError as err:  # a sweeper's refusal before any job (hydra/sweeper=resnext): one line
+        if _raised_in(err, task.__code__):
+            _report_failure(err)
+        print(err, file=sys.stderr)
         raise SystemExit(2) from None
     except Exception as err:
         _report_failure(err)

@@ -149,10 +149,20 @@ class CheckpointConfig:
 
 
 @dataclass
+class TrialConfig:
+    """The Optuna trial a job reports to: set by hydra/sweeper=resnext on each job, None otherwise (issue 17)."""
+    storage: Optional[str] = None  # the study's SQLAlchemy URL
+    study_name: Optional[str] = None
+    number: Optional[int] = None  # the trial number, also the job's directory name
+    slot: Optional[int] = None  # the sweeper's slot running it: picks the job's devices (device.spread_jobs)
+
+
+@dataclass
 class SweepConfig:
     # Issue #10: re-running a multirun with the same hydra.sweep.dir skips completed jobs, resumes
     # interrupted ones from their checkpoints and reruns failed ones (resnext/sweeps/resume.py).
     resume: bool = False
+    trial: TrialConfig = field(default_factory=TrialConfig)  # resnext/training/trial.py
 
 
 @dataclass

@@ -132,8 +132,11 @@ def place_job_on_devices(cfg: DictConfig) -> None:
         return
     listed = list(cfg.device.device_list or [])
     pool = listed if len(listed) > 1 else list(range(visible_device_count(kind)))
-    job_num = HydraConfig.get().job.num
+    # hydra/sweeper=resnext numbers jobs by trial, but its slot owns the devices (resnext/sweeps/slots.py)
+    slot = cfg.sweep.trial.slot
+    job_num = slot if slot is not None else HydraConfig.get().job.num
     cfg.device.device_list = job_devices(pool, groups, job_num, 1 if cfg.distributed.mode == "none" else None)
     if cfg.device.port is not None:
         cfg.device.port = cfg.device.port + job_num % groups
-    log.info("job %d of the sweep trains on %s %s", job_num, kind, list(cfg.device.device_list))
+    log.info("%s %d of the sweep trains on %s %s", "job" if slot is None else "slot", job_num, kind,
+             list(cfg.device.device_list))

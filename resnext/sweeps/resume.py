@@ -11,7 +11,8 @@ decides there, before any work, from its result.json and checkpoint:
                                             from the start when it never wrote one
 
 Optuna samples new parameters on every run, so a job number names a different trial each time:
-sweep.resume is refused there (see README "Long runs and clusters" for what Optuna offers instead).
+sweep.resume is refused there (see README "Long runs and clusters" for what Optuna offers instead); the
+package's own sweeper (hydra/sweeper=resnext) refuses it too and continues its study by storage + study name.
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..models import checkpoint
 from . import ema as ema_room, resume
+from .trial import TrialReporter
 from ..runtime import preempt
 from ..runtime.amp import MixedPrecision
 from ..data import build_loaders
@@ -181,6 +182,8 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
     divergence = DivergenceWatch(cfg, loaders.num_classes)
     watchdog = Watchdog(ctx.rank, ctx.world_size, cfg.distributed.timeout_min)
     guard = preempt.StepGuard(cfg.checkpoint, ctx.is_main, ctx.distributed, save_mid_epoch, watchdog.beat)
+    reporter = TrialReporter(cfg.sweep.trial, ctx)  # hydra/sweeper=resnext: Acc@1 to the trial, pruned or not
+    epochs_done, pruned_at = start_epoch, None
     # The writer closes the tracked runs however this block ends (finished, failed, preempted).
     with watchdog if ctx.distributed else contextlib.nullcontext(), guard, writer or contextlib.nullcontext():
         for epoch in range(start_epoch, cfg.epochs):
@@ -209,9 +212,15 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
                 if cfg.checkpoint.save in ("all", "last"):
                     checkpoint.keep_epoch_copy(ctx.run_dir, epoch, cfg.checkpoint.keep_last)
             watchdog.beat()
+            epochs_done = epoch + 1
+            if reporter.should_stop(epochs_done, val_stats.get(result_key)):  # after the checkpoint: complete run
+                pruned_at = epochs_done
+                break
     best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated
     if ctx.is_main:
-        _write_result(ctx, best_acc1, record, fps_per_epoch, time.time() - started, divergence.warnings)
+        _write_result(ctx, best_acc1, record, fps_per_epoch, time.time() - started, divergence.warnings,
+                      reporter.result_fields(started, start_epoch, epochs_done, cfg.epochs, resume_path,
+                                             ctx.run_dir, pruned_at))
         log.info("done: best Acc@1 %.3f in %.1f s", best_acc1, time.time() - started)
     return best_acc1
 
@@ -241,11 +250,11 @@ def _write_json(ctx: RankContext, name: str, content: Dict[str, Any]) -> None:
 
 
 def _write_result(ctx: RankContext, best_acc1: float, last: Dict[str, Any], fps_per_epoch: List[float],
-                  seconds: float, warnings: List[str]) -> None:
+                  seconds: float, warnings: List[str], run_fields: Dict[str, Any]) -> None:
     """result.json: what a sweep summary reads for this job. fps is the median epoch's, not the last's;
     warnings: what the run said while it ran, such as `diverging: ...` (completed is not the same as fine)."""
     result = {"status": "completed", "best_acc1": best_acc1, "final_train_loss": last.get("train_loss"),
               "fps": statistics.median(fps_per_epoch) if fps_per_epoch else None,
               "fps_is": "median over this run's epochs of FPS@all", "fps_per_epoch": fps_per_epoch,
-              "wall_time_s": seconds, "warnings": warnings}
+              "wall_time_s": seconds, "warnings": warnings, **run_fields}  # run_fields: resnext/training/trial.py
     _write_json(ctx, "result.json", result)
