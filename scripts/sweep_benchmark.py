@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 # 16 px images, a few hundred of them: each epoch takes seconds on one core, and Acc@1 still rises over
 # 6 epochs and differs between learning rates (what a pruner must see to prune the right trials).
-DATA = ["dataset=synthetic", "dataset.image_size=16", "dataset.train_size=320", "dataset.val_size=200",
+DATA = ["dataset=synthetic", "dataset.image_size=16", "dataset.train_size=256", "dataset.val_size=200",
         "dataset.val_batch_size=200", "dataset.workers=0"]
 SWEEP = ["sweep=asha_lr_bs", "hydra.sweeper.sampler=tpe", "hydra.sweeper.seed=0", "hydra.sweeper.n_trials=16",
          "hydra.sweeper.n_jobs=2", "hydra/launcher=parallel_cpu", "hydra.launcher.n_jobs=2", "epochs=6"]
@@ -50,7 +50,8 @@ def run_sweep(command: List[str], log_path: Path) -> float:
     started = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)})
+                              env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         print(f"warning: exit {proc.returncode} after {seconds:.0f} s (see {log_path}); its trials are still read",
