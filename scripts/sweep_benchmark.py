@@ -47,11 +47,11 @@ def sweep_command(pruner: str, sweep_dir: Path, extra: Sequence[str]) -> List[st
 
 def run_sweep(command: List[str], log_path: Path) -> float:
     """Run one sweep, its output into log_path; returns the process's wall time in seconds."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # this checkout's resnext first
     started = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1",
-                                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+                              env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path})
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         print(f"warning: exit {proc.returncode} after {seconds:.0f} s (see {log_path}); its trials are still read",
