@@ -83,6 +83,10 @@ def measure(sweep_dir: Path, slots: int) -> Dict[str, object]:
             "batched_idle": batched_idle_percent(durations, slots)}
 
 
+def _num(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
 def _pct(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.1f}%"
 
@@ -95,7 +99,7 @@ def table(figures: Dict[str, Dict[str, object]], slots: int) -> str:
     for pruner, f in figures.items():
         best = "n/a" if f["best"] is None else f"{f['best']:.1f} ({f['best_trial']})"
         lines.append(f"| {pruner} | {f['trials']} ({f['completed']} / {f['pruned']} / {f['failed']}) | "
-                     f"{f['spent']} of {f['unpruned']} | {f['wall_s']:.0f} | {best} | {_pct(f['idle'])} | "
+                     f"{f['spent']} of {f['unpruned']} | {_num(f['wall_s'])} | {best} | {_pct(f['idle'])} | "
                      f"{_pct(f['batched_idle'])} |")
     return "\n".join(lines)
 
@@ -160,6 +164,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             seconds[pruner] = run_sweep(command, args.out / f"{pruner}.log")
             print(f"{pruner}: {seconds[pruner]:.0f} s", flush=True)
     figures = {p: measure(args.out.resolve() / p, slots) for p in pruners}
+    empty = [p for p, f in figures.items() if not f["trials"]]
+    if empty:
+        print(f"no trials in {', '.join(str(args.out / p) for p in empty)}: nothing to compare", file=sys.stderr)
+        return 1
     print()
     print(f"Measured {when} on {hardware()}; load average before: {load}"
           + ("" if args.no_run else "; process wall times: "
