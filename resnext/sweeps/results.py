@@ -148,7 +148,7 @@ def best_job(jobs: Sequence[JobResult]) -> Optional[JobResult]:
     return max(done, key=lambda j: j.best_acc1) if done else None
 
 
-def _fmt(value: Optional[float], digits: int) -> str:
+def fmt(value: Optional[float], digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
@@ -183,11 +183,11 @@ def to_markdown(jobs: Sequence[JobResult]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for job in jobs:
         mark = job is best
-        acc = _fmt(job.best_acc1, 3)
+        acc = fmt(job.best_acc1, 3)
         cells = [f"{job.job} ★" if mark else job.job, *(job.overrides.get(k, "") for k in keys),
                  *([f"{job.effective_lr:g}" if job.effective_lr is not None else ""] if show_effective else []),
-                 f"**{acc}**" if mark else acc, _fmt(job.final_train_loss, 4), _fmt(job.fps, 1),
-                 _fmt(job.wall_time_s, 1), *([job.commit] if show_commit else []),
+                 f"**{acc}**" if mark else acc, fmt(job.final_train_loss, 4), fmt(job.fps, 1),
+                 fmt(job.wall_time_s, 1), *([job.commit] if show_commit else []),
                  _status_text(job).replace("|", "\\|").replace("\n", " ")]
         lines.append("| " + " | ".join(cells) + " |")
     counts = {s: sum(j.status == s for j in jobs) for s in ("completed", "failed", "incomplete")}

@@ -1,8 +1,10 @@
 """The multirun summary files: summary.csv, summary.md and summary.png in the sweep directory.
 
-The rows come from results.py (reading the job directories), the plot from plot.py; this module
-writes the files, serialising concurrent rebuilds. The sweep callback calls `write_summary` after
-every job, and `python -m resnext.report` calls it to rebuild a summary by hand.
+The rows come from results.py (reading the job directories), the plot from plot.py; a sweep of the
+resnext sweeper (pruned trials, slots) gets its own rows and picture from trial_summary.py and curves.py
+instead. This module chooses between them and writes the files, serialising concurrent rebuilds. The
+sweep callback calls `write_summary` after every job, and `python -m resnext.report` calls it to rebuild
+a summary by hand.
 """
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ import os
 from pathlib import Path
 from typing import Iterator, List
 
+from . import trial_summary
+from .curves import plot_trials
 from .plot import plot_summary
 from .results import JobResult, best_job, collect_jobs, swept_keys, to_csv, to_markdown
+from .trials import is_trial_sweep
 
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
 
@@ -51,9 +56,15 @@ def write_summary(sweep_dir: Path) -> List[JobResult]:
     sweep_dir = Path(sweep_dir)
     with _summary_lock(sweep_dir):
         jobs = collect_jobs(sweep_dir)
-        _write_atomic(sweep_dir / "summary.csv", to_csv(jobs).encode())
-        _write_atomic(sweep_dir / "summary.md", to_markdown(jobs).encode())
-        png = plot_summary(jobs, swept_keys(jobs), best_job(jobs))
+        if is_trial_sweep(sweep_dir, jobs):
+            sweep = trial_summary.summarise(sweep_dir, jobs)
+            csv, markdown = trial_summary.to_csv(sweep), trial_summary.to_markdown(sweep)
+            png = plot_trials(sweep.trials, sweep.best, sweep.totals, sweep.importances)
+        else:
+            csv, markdown = to_csv(jobs), to_markdown(jobs)
+            png = plot_summary(jobs, swept_keys(jobs), best_job(jobs))
+        _write_atomic(sweep_dir / "summary.csv", csv.encode())
+        _write_atomic(sweep_dir / "summary.md", markdown.encode())
         if png is not None:
             _write_atomic(sweep_dir / "summary.png", png)
     return jobs
