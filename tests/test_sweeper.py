@@ -116,8 +116,10 @@ def test_a_trial_worse_than_the_median_is_told_to_stop(tmp_path: Path) -> None:
     trial = study.ask()
     cfg = SimpleNamespace(storage=url, study_name="s", number=trial.number)
     reporter = TrialReporter(cfg, SimpleNamespace(is_main=True, distributed=False))
-    assert reporter.should_stop(1, 10.0)
-    assert optuna.load_study(study_name="s", storage=url).trials[1].intermediate_values == {1: 10.0}
+    assert reporter.should_stop(1, 10.0, epochs_planned=2)
+    # At its last planned epoch a trial is reported but never stopped: pruning there would save nothing.
+    assert not reporter.should_stop(2, 10.0, epochs_planned=2)
+    assert optuna.load_study(study_name="s", storage=url).trials[1].intermediate_values == {1: 10.0, 2: 10.0}
 
 
 def test_a_slot_owns_its_devices_whatever_the_trial_number(fake_multirun_job) -> None:

@@ -49,16 +49,10 @@ def trial_job(sweep: Path, number: int, lr: float, batch: int, accs: Sequence[fl
 def make_study(sweep: Path, completed: int, pruned: int = 0) -> None:
     """A real Optuna study in <sweep>/optuna.db: Acc@1 falls with |log10 lr + 1|, batch size barely matters."""
     import optuna
-    import sqlalchemy
-    from optuna.distributions import CategoricalDistribution, LogUniformDistribution
-    from packaging.version import Version
-
-    if Version(optuna.__version__) < Version("3.1") and Version(sqlalchemy.__version__) >= Version("2"):
-        pytest.skip(f"optuna {optuna.__version__}'s RDB storage cannot drive SQLAlchemy {sqlalchemy.__version__}: "
-                    "pip install 'sqlalchemy>=1.4,<2' 'alembic<1.14'")
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=STUDY, storage=f"sqlite:///{sweep / 'optuna.db'}", direction="maximize")
-    space = {"optim.lr": LogUniformDistribution(1e-3, 1.0),
+    space = {"optim.lr": FloatDistribution(1e-3, 1.0, log=True),
              "dataset.batch_size": CategoricalDistribution([32, 64, 128])}
     for k in range(completed + pruned):
         lr, batch = 10 ** (-3 + 3 * k / max(completed + pruned - 1, 1)), (32, 64, 128)[k % 3]

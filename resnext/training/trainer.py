@@ -215,7 +215,7 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
                     checkpoint.keep_epoch_copy(ctx.run_dir, epoch, cfg.checkpoint.keep_last)
             watchdog.beat()
             epochs_done = epoch + 1
-            if reporter.should_stop(epochs_done, val_stats.get(result_key)):  # after the checkpoint: complete run
+            if reporter.should_stop(epochs_done, val_stats.get(result_key), cfg.epochs):  # after the checkpoint: complete run
                 pruned_at = epochs_done
                 break
     best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated

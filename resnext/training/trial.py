@@ -121,14 +121,18 @@ class TrialReporter:
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(trial_cfg.number))
         return optuna.trial.Trial(study, trial_id)
 
-    def should_stop(self, epochs_done: int, value: Optional[float]) -> bool:
-        """Report this epoch's value (step = epochs trained) and ask the pruner; every rank gets rank 0's answer."""
+    def should_stop(self, epochs_done: int, value: Optional[float], epochs_planned: int) -> bool:
+        """Report this epoch's value (step = epochs trained) and ask the pruner; every rank gets rank 0's answer.
+
+        After the last planned epoch the pruner is not asked: stopping there saves nothing, and a trial that ran
+        to its end is complete (it may be the best) whatever the rung says.
+        """
         if not self.active:
             return False
         stop = False
         if self._trial is not None and value is not None:
             self._trial.report(float(value), epochs_done)
-            stop = bool(self._trial.should_prune())
+            stop = epochs_done < epochs_planned and bool(self._trial.should_prune())
         if self.ctx.distributed:
             stop = _broadcast_flag(stop, self.ctx)
         if stop and self.ctx.is_main:
