@@ -13,7 +13,8 @@ import random
 import statistics
 import sys
 import time
-from typing import Any, Dict, List
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List
 
 import numpy as np
 import torch
@@ -94,8 +95,25 @@ def _checkpoint_state(cfg: DictConfig, model: nn.Module, optimizer, scheduler, a
     }
 
 
-def fit(cfg: DictConfig, ctx: RankContext) -> float:
-    started = time.time()
+@dataclass
+class Components:
+    """What one rank trains with, built from the config: shared by `fit` and the probe (resnext/training/probe.py)."""
+
+    loaders: Any
+    model: nn.Module  # on its device, amp-prepared, not DDP-wrapped
+    optimizer: torch.optim.Optimizer
+    amp: MixedPrecision
+    scheduler: Any
+    make_scheduler: Callable[[], Any]  # a resume with another schedule length rebuilds it
+    criterion: nn.Module
+    ema: Any
+    result_key: str
+    steps_per_epoch: int
+    lr: float
+
+
+def build_components(cfg: DictConfig, ctx: RankContext) -> Components:
+    """Seed, then loaders, model, optimizer, amp, schedule, loss and EMA exactly as the run uses them."""
     ctx.device.activate()
     apply_tf32(cfg.amp, ctx.device.type)
     seed = cfg.seed if cfg.seed is not None else 0
@@ -124,6 +142,31 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
                  cfg.model.arch, sum(p.numel() for p in model.parameters()) / 1e6, loaders.num_classes,
                  cfg.dataset.batch_size, cfg.dataset.batch_size // ctx.world_size, ctx.world_size, lr,
                  f" (optim.lr {cfg.optim.lr} scaled {cfg.optim.lr_scaling})" if lr != cfg.optim.lr else "")
+    return Components(loaders, model, optimizer, amp, scheduler, make_scheduler, criterion, ema, result_key,
+                      steps_per_epoch, lr)
+
+
+def training_model(cfg: DictConfig, model: nn.Module, ctx: RankContext) -> nn.Module:
+    """The module the training steps run: DDP-wrapped across ranks, compiled if model.compile."""
+    train_model = _wrap_ddp(model, ctx)
+    if cfg.model.compile:
+        train_model = torch.compile(train_model)
+    return train_model
+
+
+def loop_settings(cfg: DictConfig, ctx: RankContext) -> LoopSettings:
+    return LoopSettings(
+        print_freq=cfg.print_freq, fps_warmup_steps=cfg.fps_warmup_steps, max_steps=cfg.max_steps_per_epoch,
+        progress_bar=sys.stdout.isatty() if cfg.progress_bar is None else cfg.progress_bar,
+        channels_last=use_channels_last(cfg.model, ctx.device.type))
+
+
+def fit(cfg: DictConfig, ctx: RankContext) -> float:
+    started = time.time()
+    parts = build_components(cfg, ctx)
+    loaders, model, optimizer, amp, scheduler = parts.loaders, parts.model, parts.optimizer, parts.amp, parts.scheduler
+    make_scheduler, criterion, ema, result_key = parts.make_scheduler, parts.criterion, parts.ema, parts.result_key
+    steps_per_epoch = parts.steps_per_epoch
 
     # -1 until the first validation, so the first validated epoch always writes model_best.
     start_epoch, start_step, best_acc1 = 0, 0, -1.0
@@ -141,13 +184,8 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
         if ctx.is_main:
             log.info("%s", resume.describe_start(resume_path, state, cfg.evaluate))
 
-    train_model = _wrap_ddp(model, ctx)
-    if cfg.model.compile:
-        train_model = torch.compile(train_model)
-    settings = LoopSettings(
-        print_freq=cfg.print_freq, fps_warmup_steps=cfg.fps_warmup_steps, max_steps=cfg.max_steps_per_epoch,
-        progress_bar=sys.stdout.isatty() if cfg.progress_bar is None else cfg.progress_bar,
-        channels_last=use_channels_last(cfg.model, ctx.device.type))
+    train_model = training_model(cfg, model, ctx)
+    settings = loop_settings(cfg, ctx)
 
     if cfg.evaluate:
         # The unwrapped module: each rank evaluates its own shard, no DDP collectives in the forward.
