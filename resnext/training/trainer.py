@@ -29,6 +29,7 @@ from ..data import build_loaders
 from ..data.robust import SkipReport
 from ..runtime.devices import RankContext
 from .divergence import DivergenceWatch
+from .eta import Eta
 from .losses import build_criterion
 from .engine import LoopSettings, evaluate, train_one_epoch
 from ..loggers import open_sinks
@@ -112,6 +113,17 @@ class Components:
     lr: float
 
 
+def run_loaders(cfg: DictConfig, ctx: RankContext, seed: int):
+    return build_loaders(cfg.dataset, seed=seed, rank=ctx.rank, world_size=ctx.world_size, device_type=ctx.device.type,
+                         channels_last=use_channels_last(cfg.model, ctx.device.type), run_dir=ctx.run_dir)
+
+
+def epoch_steps(cfg: DictConfig, loaders) -> int:
+    """Optimizer steps per epoch: the loader's batches, or fewer with max_steps_per_epoch."""
+    steps = len(loaders.train)
+    return steps if cfg.max_steps_per_epoch is None else min(steps, cfg.max_steps_per_epoch)
+
+
 def build_components(cfg: DictConfig, ctx: RankContext) -> Components:
     """Seed, then loaders, model, optimizer, amp, schedule, loss and EMA exactly as the run uses them."""
     ctx.device.activate()
@@ -119,17 +131,13 @@ def build_components(cfg: DictConfig, ctx: RankContext) -> Components:
     seed = cfg.seed if cfg.seed is not None else 0
     seed_everything(seed, ctx, cfg.deterministic)
 
-    loaders = build_loaders(cfg.dataset, seed=seed, rank=ctx.rank, world_size=ctx.world_size,
-                            device_type=ctx.device.type,
-                            channels_last=use_channels_last(cfg.model, ctx.device.type), run_dir=ctx.run_dir)
+    loaders = run_loaders(cfg, ctx, seed)
     model = _prepare_model(cfg, build_model(cfg.model, loaders.num_classes), ctx)
     lr = effective_lr(cfg.optim, cfg.dataset.batch_size)
     optimizer = build_optimizer(cfg.optim, model, ctx.device, lr)
     amp = MixedPrecision(cfg.amp, ctx.device)
     model, optimizer = amp.prepare(model, optimizer)
-    steps_per_epoch = len(loaders.train)
-    if cfg.max_steps_per_epoch is not None:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    steps_per_epoch = epoch_steps(cfg, loaders)
     def make_scheduler():
         return build_scheduler(cfg.schedule, optimizer, cfg.epochs, steps_per_epoch)
 
@@ -220,15 +228,18 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
     watchdog = Watchdog(ctx.rank, ctx.world_size, cfg.distributed.timeout_min)
     guard = preempt.StepGuard(cfg.checkpoint, ctx.is_main, ctx.distributed, save_mid_epoch, watchdog.beat)
     # The writer closes the tracked runs however this block ends (finished, failed, preempted).
+    eta = Eta((cfg.epochs - start_epoch) * steps_per_epoch - start_step, cfg.epochs - start_epoch, cfg.fps_warmup_steps)
+    settings.eta = eta
     with watchdog if ctx.distributed else contextlib.nullcontext(), guard, writer or contextlib.nullcontext():
         for epoch in range(start_epoch, cfg.epochs):
             epoch_start = time.time()
+            eta.begin_epoch()
             first_step = start_step if epoch == start_epoch else 0
             loaders.set_epoch(epoch, first_step)
             lr_now = optimizer.param_groups[0]["lr"]
             train_stats = train_one_epoch(train_model, guard.watch(loaders.train), criterion, optimizer, scheduler,
                                           amp, ctx, epoch, settings, first_step,
-                                          _after_step(ema, guard.for_epoch(epoch), epoch))
+                                          eta.counting(_after_step(ema, guard.for_epoch(epoch), epoch)))
             val_stats = evaluate(model, loaders.val, criterion, amp, ctx, settings) if cfg.validate else {}
             if ema is not None and cfg.validate:
                 val_stats.update(ema.validate(loaders.val, criterion, amp, ctx, settings))
@@ -247,6 +258,10 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
                 if cfg.checkpoint.save in ("all", "last"):
                     checkpoint.keep_epoch_copy(ctx.run_dir, epoch, cfg.checkpoint.keep_last)
             watchdog.beat()
+            eta.end_epoch()
+            if ctx.is_main:
+                log.info("Epoch: [%d] done in %.1f s; %s for the %d epoch(s) left", epoch, time.time() - epoch_start,
+                         eta.text(), cfg.epochs - epoch - 1)
     best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated
     if ctx.is_main:
         _write_result(ctx, best_acc1, record, fps_per_epoch, time.time() - started, divergence.warnings)
