@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, cli_in_process, find_run_dir, run_cli
+from omegaconf import OmegaConf
+
+from tests.conftest import TINY, cli_in_process, compose_config, find_run_dir, run_cli
+from resnext.sweeps import probe_summary
+from resnext.training import probe_cache
 from resnext.training import eta as eta_room
 from resnext.training.probe import MIN_PROBE_STEPS
 
@@ -83,24 +87,39 @@ def test_probe_on_two_gloo_ranks_reports_each_rank(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_probed_sweep_measures_each_combination_once_and_sums_the_sweep(tmp_path):
-    # lr changes nothing the probe measures; the batch size does: 3 jobs, 2 combinations.
-    run_cli(["-m", *TINY, *PROBE, "optim.lr=0.1,0.2", "dataset.batch_size=16,32", "hydra.sweep.dir=sweep"], tmp_path)
+def test_a_probed_sweep_measures_a_combination_once_and_sums_the_sweep(tmp_path):
+    run_cli(["-m", *TINY, *PROBE, "optim.lr=0.1,0.2", "hydra.sweep.dir=sweep"], tmp_path)  # lr: one combination
     sweep_dir = tmp_path / "sweep"
-    reports = {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/probe.json")}
-    assert len(reports) == 4
-    assert sum(not r["from_cache"] for r in reports.values()) == 2
-    assert len(list((sweep_dir / ".probe_cache").glob("*.json"))) == 2
-    by_batch = {}
-    for report in reports.values():
-        by_batch.setdefault(report["config"]["global_batch"], []).append(report["measured"]["step_s"]["mean"])
-    assert all(len(set(times)) == 1 for times in by_batch.values())  # the cached jobs reuse the measured steps
-    assert {r["predicted"]["steps_per_epoch"] for r in reports.values()} == {4, 2}  # predictions are their own
+    first, second = (json.loads((sweep_dir / job / "probe.json").read_text()) for job in ("0", "1"))
+    assert not first["from_cache"] and second["from_cache"]
+    assert second["measured"] == first["measured"]  # reused, not measured again
+    assert len(list((sweep_dir / ".probe_cache").glob("*.json"))) == 1
     summary = json.loads((sweep_dir / "probe_summary.json").read_text())
-    assert summary["probed"] == 2 and summary["slots"] == 1
-    assert summary["sweep_wall_s"] == pytest.approx(sum(r["predicted"]["total_s"] for r in reports.values()))
+    assert summary["probed"] == 1 and summary["slots"] == 1 and len(summary["jobs"]) == 2
+    assert summary["sweep_wall_s"] == pytest.approx(first["predicted"]["total_s"] + second["predicted"]["total_s"])
     assert "Whole sweep" in (sweep_dir / "probe_summary.md").read_text()
     assert not list(sweep_dir.glob("*/*.pth.tar"))
+
+
+def test_the_cache_key_is_the_combination_that_sets_the_step(tmp_path):
+    base = probe_cache.path_for(compose_config(["optim.lr=0.1"]), tmp_path)
+    assert probe_cache.path_for(compose_config(["optim.lr=0.2", "epochs=5"]), tmp_path) == base
+    for change in ("dataset.batch_size=32", "dataset.image_size=32", "model=resnet50", "amp=bf16"):
+        assert probe_cache.path_for(compose_config([change]), tmp_path) != base, change
+
+
+def test_the_sweep_wall_time_fills_the_parallel_slots(tmp_path):
+    assert probe_summary.parallel_slots(OmegaConf.create({"n_jobs": 3})) == 3
+    assert probe_summary.parallel_slots(None) == 1
+    for job, total in enumerate((10.0, 10.0, 10.0, 30.0)):
+        (tmp_path / str(job)).mkdir()
+        (tmp_path / str(job) / "probe.json").write_text(json.dumps({
+            "from_cache": job > 0, "measured": {"step_s": {"mean": 1.0}, "memory": [{"peak_bytes": 1}]},
+            "predicted": {"epoch_s": total, "epoch_s_pm": 0.0, "total_s": total, "total_s_pm": 1.0,
+                          "checkpoint_bytes": 5}}))
+    summary = probe_summary.write_probe_summary(tmp_path, OmegaConf.create({"n_jobs": 2}))
+    assert summary["sum_of_jobs_s"] == 60.0 and summary["sweep_wall_s"] == 40.0  # 10+30 on one slot, 10+10 on the other
+    assert probe_summary.write_probe_summary(tmp_path / "0") is None  # no probed jobs: nothing written
 
 
 # ---- the ETA --------------------------------------------------------------------------------------
