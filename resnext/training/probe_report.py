@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig
 
+from ..data import resolve_loader
 from ..runtime.devices import cores_per_rank
 from .eta import clock
 
@@ -66,8 +67,9 @@ def _verdict(cfg: DictConfig, world_size: int, measured: Dict[str, Any], step_s:
     train_rate = per_rank / step_s
     loader_rate = measured["loader"]["images_per_s_per_rank"]
     workers = cfg.dataset.workers
-    knobs = (f"raise dataset.workers (now {workers}; this node has {cores_per_rank(world_size)} core(s) per rank) "
-             "or use dataset.loader=dali (JPEG folders)")
+    knobs = f"raise dataset.workers (now {workers}; this node has {cores_per_rank(world_size)} core(s) per rank)"
+    if resolve_loader(cfg.dataset)[0] == "torch":
+        knobs += " or use dataset.loader=dali (JPEG folders)"
     if loader_rate is None:
         return {"input_bound": None, "text": "the loader delivered too few batches alone to time it"}
     if workers == 0:
@@ -112,7 +114,7 @@ def build(cfg: DictConfig, world_size: int, measured: Dict[str, Any], steps_per_
         "from_cache": from_cache,
         "config": {"arch": str(cfg.model.arch), "image_size": cfg.dataset.image_size,
                    "global_batch": cfg.dataset.batch_size, "world_size": world_size, "amp": str(cfg.amp.mode),
-                   "dataset": str(cfg.dataset.name), "loader": str(cfg.dataset.loader), "workers": cfg.dataset.workers,
+                   "dataset": str(cfg.dataset.name), "loader": resolve_loader(cfg.dataset)[0], "workers": cfg.dataset.workers,
                    "epochs": cfg.epochs},
         "measured": {
             "steps": measured["steps"], "warmup_steps": len(parts["warmup"]), "timed_steps": stats["n"],

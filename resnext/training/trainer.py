@@ -227,9 +227,9 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
     divergence = DivergenceWatch(cfg, loaders.num_classes)
     watchdog = Watchdog(ctx.rank, ctx.world_size, cfg.distributed.timeout_min)
     guard = preempt.StepGuard(cfg.checkpoint, ctx.is_main, ctx.distributed, save_mid_epoch, watchdog.beat)
-    # The writer closes the tracked runs however this block ends (finished, failed, preempted).
     eta = Eta((cfg.epochs - start_epoch) * steps_per_epoch - start_step, cfg.epochs - start_epoch, cfg.fps_warmup_steps)
     settings.eta = eta
+    # The writer closes the tracked runs however this block ends (finished, failed, preempted).
     with watchdog if ctx.distributed else contextlib.nullcontext(), guard, writer or contextlib.nullcontext():
         for epoch in range(start_epoch, cfg.epochs):
             epoch_start = time.time()
