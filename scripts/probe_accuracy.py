@@ -62,7 +62,8 @@ def measure(name: str, overrides: List[str], work: Path) -> Dict[str, float]:
 def row(r: Dict[str, float]) -> str:
     err = 100 * (r["pred_epoch"] - r["epoch"]) / r["epoch"]
     err_total = 100 * (r["pred_total"] - r["wall"]) / r["wall"]
-    return (f"| {r['name']} | {r['steps']} | {r['timed']} | {r['pred_epoch']:.1f} +- {r['pm']:.1f} | {r['epoch']:.1f} | "
+    return (f"| {r['name']} | {r['steps']} | {r['timed']} | {r['pred_epoch']:.1f} +- {r['pm']:.1f} | "
+            f"{r['epoch']:.1f} | "
             f"{err:+.0f}% | {r['pred_total']:.0f} | {r['wall']:.0f} | {err_total:+.0f}% | {r['load']:.2f} |")
 
 

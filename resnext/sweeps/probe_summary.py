@@ -73,7 +73,8 @@ def write_probe_summary(sweep_dir: Path, launcher: Any = None) -> Optional[Dict[
              "| job | overrides | step (s) | epoch | run | peak memory (GiB) | measured here |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['job']} | {' '.join(r['overrides'])} | {r['step_s']:.3f} | {clock(r['epoch_s'])} | "
-              f"{clock(r['total_s'])} | {r['peak_bytes'] / 2 ** 30:.2f} | {'no (cached)' if r['from_cache'] else 'yes'} |"
+              f"{clock(r['total_s'])} | {r['peak_bytes'] / 2 ** 30:.2f} | "
+              f"{'no (cached)' if r['from_cache'] else 'yes'} |"
               for r in rows]
     (sweep_dir / "probe_summary.md").write_text("\n".join(lines) + "\n")
     return summary

@@ -210,7 +210,8 @@ def _time_checkpoint(cfg: DictConfig, ctx: RankContext, parts: Any) -> Dict[str,
     """The real checkpoint state, written as the run writes it, to a temporary file that is then removed."""
     names = list(parts.loaders.class_names) or [str(i) for i in range(parts.loaders.num_classes)]
     state = _checkpoint_state(cfg, parts.model, parts.optimizer, parts.scheduler, parts.amp, 1, 0.0, ctx,
-                              parts.loaders.num_classes, parts.steps_per_epoch, names, ema_room.checkpoint_entries(parts.ema))
+                              parts.loaders.num_classes, parts.steps_per_epoch, names,
+                              ema_room.checkpoint_entries(parts.ema))
     with tempfile.TemporaryDirectory(dir=ctx.run_dir, prefix=".probe-") as tmp:
         start = time.perf_counter()
         checkpoint.save_atomic(state, Path(tmp) / checkpoint.LAST)

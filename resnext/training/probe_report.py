@@ -114,7 +114,8 @@ def build(cfg: DictConfig, world_size: int, measured: Dict[str, Any], steps_per_
         "from_cache": from_cache,
         "config": {"arch": str(cfg.model.arch), "image_size": cfg.dataset.image_size,
                    "global_batch": cfg.dataset.batch_size, "world_size": world_size, "amp": str(cfg.amp.mode),
-                   "dataset": str(cfg.dataset.name), "loader": resolve_loader(cfg.dataset)[0], "workers": cfg.dataset.workers,
+                   "dataset": str(cfg.dataset.name), "loader": resolve_loader(cfg.dataset)[0],
+                   "workers": cfg.dataset.workers,
                    "epochs": cfg.epochs},
         "measured": {
             "steps": measured["steps"], "warmup_steps": len(parts["warmup"]), "timed_steps": stats["n"],
