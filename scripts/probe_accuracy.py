@@ -6,7 +6,9 @@ For each configuration below it runs `python -m resnext.train <overrides> launch
 command without the probe, each in its own run directory, and compares the probe's predicted epoch time
 (probe.json predicted.epoch_s: training steps + validation) with the epochs the run measured (metrics.jsonl
 `seconds`, also training + validation), and the predicted total with the run's wall_time_s. It prints one
-Markdown table row per configuration, and the load average before each. Heavy: run it under the lock,
+Markdown table row per configuration, with the load average before and after, and the run's median FPS@all
+divided by the probe's images/s: far from 1, the machine itself ran at another speed during the run than
+during the probe (a shared machine), which no prediction from the probe can know. Heavy: run it under the lock,
 `flock /work/wt/HEAVY.lock python scripts/probe_accuracy.py`. Needs scikit-learn for the JPEG folder.
 """
 from __future__ import annotations
@@ -53,7 +55,9 @@ def measure(name: str, overrides: List[str], work: Path) -> Dict[str, float]:
     wall = json.loads((run_dir / "result.json").read_text())["wall_time_s"]
     p = predicted["predicted"]
     steady = statistics.fmean(seconds[1:]) if len(seconds) > 1 else seconds[0]
-    return {"name": name, "load": load[0], "pred_epoch": p["epoch_s"], "pm": p["epoch_s_pm"], "epoch": steady,
+    run_fps = statistics.median(e["fps"] for e in epochs if "fps" in e)
+    return {"name": name, "load": load[0], "load_after": os.getloadavg()[0],
+            "speed": run_fps / predicted["measured"]["images_per_s"]["global"], "pred_epoch": p["epoch_s"], "pm": p["epoch_s_pm"], "epoch": steady,
             "first_epoch": seconds[0], "pred_first": p["epoch_s"] + predicted["measured"]["warmup_extra_s"],
             "pred_total": p["total_s"], "wall": wall, "steps": p["steps_per_epoch"],
             "timed": predicted["measured"]["timed_steps"]}
@@ -64,7 +68,8 @@ def row(r: Dict[str, float]) -> str:
     err_total = 100 * (r["pred_total"] - r["wall"]) / r["wall"]
     return (f"| {r['name']} | {r['steps']} | {r['timed']} | {r['pred_epoch']:.1f} +- {r['pm']:.1f} | "
             f"{r['epoch']:.1f} | "
-            f"{err:+.0f}% | {r['pred_total']:.0f} | {r['wall']:.0f} | {err_total:+.0f}% | {r['load']:.2f} |")
+            f"{err:+.0f}% | {r['pred_total']:.0f} | {r['wall']:.0f} | {err_total:+.0f}% | {r['speed']:.2f} | "
+            f"{r['load']:.2f} / {r['load_after']:.2f} |")
 
 
 def main() -> None:
@@ -77,8 +82,8 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         folder = work / "digits"
         print("| configuration | steps/epoch | timed steps | predicted epoch (s) | measured epoch 2 (s) | error | "
-              "predicted run (s) | measured run (s) | error | load (1 min) before |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "predicted run (s) | measured run (s) | error | run's FPS@all / probe's img/s | load (1 min) before / after |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for name, overrides in CONFIGS.items():
             if args.only and args.only not in name:
                 continue
