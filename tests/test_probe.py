@@ -41,7 +41,7 @@ def test_probe_measures_predicts_and_trains_nothing(tmp_path, monkeypatch, capsy
     assert predicted["steps_per_epoch"] == 4
     assert predicted["epoch_train_s"] == pytest.approx(4 * step["mean"] + measured["epoch_start_s"])
     assert predicted["epoch_s"] == pytest.approx(predicted["epoch_train_s"] + predicted["val_s"])
-    assert predicted["val_s"] > 0 and predicted["epoch_s_pm"] >= 0
+    assert predicted["val_s"] > 0 and predicted["epoch_s_pm"] >= 0 and predicted["epoch_records_s"] > 0
     assert predicted["total_s"] > 3 * predicted["epoch_s"]  # three epochs, plus set-up
     # model + optimizer momentum of ResNeXt-50 (23M parameters, fp32): about 2 x 92 MB
     assert 150e6 < predicted["checkpoint_bytes"] < 250e6

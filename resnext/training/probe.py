@@ -93,7 +93,9 @@ def _measure(cfg: DictConfig, ctx: RankContext, parts: Any, setup_s: float) -> D
     val = _time_validation(cfg, ctx, parts)
     memory = _gather(ctx, _memory(ctx))
     saved = _time_checkpoint(cfg, ctx, parts) if ctx.is_main else {}
-    return {"setup_s": setup_s, "loader": loader, **steps, "val": val, "memory": memory, "checkpoint": saved}
+    records = _time_epoch_records(ctx) if ctx.is_main else {}
+    return {"setup_s": setup_s, "loader": loader, **steps, "val": val, "memory": memory, "checkpoint": saved,
+            "records": records}
 
 
 class _Counting:
@@ -219,6 +221,24 @@ def _time_checkpoint(cfg: DictConfig, ctx: RankContext, parts: Any) -> Dict[str,
         checkpoint.save_atomic(checkpoint.best_state(state), Path(tmp) / checkpoint.BEST)
         return {"last_bytes": (Path(tmp) / checkpoint.LAST).stat().st_size,
                 "best_bytes": (Path(tmp) / checkpoint.BEST).stat().st_size, "save_s": save_s}
+
+
+def _time_epoch_records(ctx: RankContext) -> Dict[str, float]:
+    """What rank 0 does after each epoch besides the checkpoint: metrics.jsonl and curves.png (redrawn from every
+    epoch so far), timed on two epochs' records in a temporary directory. Remote loggers are not timed."""
+    from ..loggers.metrics import MetricsWriter
+    from ..loggers.plots import CurvesSink
+
+    keys = ("lr", "train_loss", "train_acc1", "train_acc5", "fps", "lr_last", "val_loss", "acc1", "acc5",
+            "best_acc1", "seconds")
+    seconds = []
+    with tempfile.TemporaryDirectory(dir=ctx.run_dir, prefix=".probe-") as tmp:
+        writer = MetricsWriter(Path(tmp), [CurvesSink(Path(tmp))])
+        for epoch in range(2):
+            start = time.perf_counter()
+            writer.write({"epoch": epoch, "skipped_steps": 0, **{key: 1.0 + epoch for key in keys}})
+            seconds.append(time.perf_counter() - start)
+    return {"first_s": seconds[0], "per_epoch_s": seconds[1]}
 
 
 def _resume_point(cfg: DictConfig, ctx: RankContext) -> Dict[str, int]:

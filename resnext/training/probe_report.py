@@ -6,8 +6,8 @@ combination and only the predictions here are made again (steps per epoch, epoch
 
 Predicted epoch = steps per epoch x mean timed step + the epoch's start (loader start-up, measured on the
 probe's later passes, else from the loader alone) + validation (start-up + batches x median batch time, twice
-with an EMA) + a checkpoint save (when checkpoint.save writes one). Run = setup + the first steps' extra cost
-+ epochs left x that. The +- is two standard errors of the mean step time times the steps: the measured spread,
+with an EMA). Run = setup + the first steps' extra cost + epochs left x (epoch + a checkpoint save, when
+checkpoint.save writes one, + the epoch's records: metrics.jsonl and curves.png). The +- is two standard errors of the mean step time times the steps: the measured spread,
 not the load a shared machine may add later.
 """
 from __future__ import annotations
@@ -102,10 +102,13 @@ def build(cfg: DictConfig, world_size: int, measured: Dict[str, Any], steps_per_
     val_s = validations * (val["startup_s"] + val_batches * val_batch_s)
     saved = measured["checkpoint"]
     save_s = saved.get("save_s", 0.0) if cfg.checkpoint.save != "none" else 0.0
+    records = measured.get("records", {})
+    records_s = records.get("per_epoch_s", 0.0)  # metrics.jsonl and curves.png after each epoch
+    once_s = max(records.get("first_s", 0.0) - records_s, 0.0)  # the first plot imports matplotlib
     train_s = steps_per_epoch * step_s + epoch_start_s
     epoch_pm = 2 * stats["stderr"] * steps_per_epoch
     epochs_left = cfg.epochs - resume_point["epoch"] - resume_point["step"] / max(steps_per_epoch, 1)
-    total_s = measured["setup_s"] + warmup_extra_s + epochs_left * (train_s + val_s + save_s)
+    total_s = measured["setup_s"] + warmup_extra_s + once_s + epochs_left * (train_s + val_s + save_s + records_s)
     per_step = measured["images_per_step_per_rank"]
     bytes_per = {"all": saved.get("last_bytes"), "last": saved.get("last_bytes"),
                  "best": saved.get("best_bytes"), "none": 0}[str(cfg.checkpoint.save)]
@@ -127,7 +130,7 @@ def build(cfg: DictConfig, world_size: int, measured: Dict[str, Any], steps_per_
         "input": _verdict(cfg, world_size, measured, step_s),
         "predicted": {
             "steps_per_epoch": steps_per_epoch, "val_batches_per_rank": val_batches,
-            "epoch_train_s": train_s, "val_s": val_s, "checkpoint_save_s": save_s,
+            "epoch_train_s": train_s, "val_s": val_s, "checkpoint_save_s": save_s, "epoch_records_s": records_s,
             "epoch_s": train_s + val_s, "epoch_s_pm": epoch_pm,
             "start_epoch": resume_point["epoch"], "start_step": resume_point["step"], "epochs_left": epochs_left,
             "total_s": total_s, "total_s_pm": epoch_pm * epochs_left,
