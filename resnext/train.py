@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .models import checkpoint
-from .training import launch, resume
+from .training import launch, probe, resume
 from .sweeps import resume as sweep_resume
 from .config.errors import ConfigError
 from .config.schema import check_config, register_configs
@@ -86,6 +86,10 @@ def resume_command(run_dir: Path, args: Sequence[str]) -> str:
     return " ".join(["python -m resnext.train", *(shlex.quote(arg) for arg in [*kept, *where])])
 
 
+def _sweep_dir() -> Optional[Path]:
+    return Path(HydraConfig.get().sweep.dir) if HydraConfig.get().mode == RunMode.MULTIRUN else None
+
+
 def _record_start(cfg: DictConfig, plan: launch.LaunchPlan, run_dir: Path) -> None:
     """run_record.json, once per start, by rank 0's process (with spawn: its parent, the one Hydra started)."""
     if plan.first_rank != 0:  # distributed=env: every rank runs main, rank 0 speaks for the run
@@ -98,7 +102,8 @@ def _record_start(cfg: DictConfig, plan: launch.LaunchPlan, run_dir: Path) -> No
 def _run(cfg: DictConfig, plan: launch.LaunchPlan, run_dir: Path) -> float:
     """Launch; a failure is written to train.log (with its traceback) and to result.json as status failed."""
     try:
-        return launch.run(cfg, plan, run_dir, fit)
+        with probe.worker_for(cfg, fit, _sweep_dir()) as worker:  # fit, or launch.probe's measurement
+            return launch.run(cfg, plan, run_dir, worker)
     except Preempted as stop:  # documented exit code: a job script can requeue
         log.warning("%s; to continue: %s", stop, resume_command(run_dir, sys.argv[1:]))
         sys.exit(stop.exit_code)
@@ -130,6 +135,7 @@ def main(cfg: DictConfig) -> float:
         check_config(cfg)
         check_loggers(cfg)
         check_recipe(cfg)
+        probe.check_probe(cfg)
         done = sweep_resume.prepare_job(cfg, run_dir)  # sweep.resume=true: skip, resume or rerun this job
         if done is not None:
             return done

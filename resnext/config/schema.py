@@ -174,6 +174,9 @@ class SweepConfig:
 @dataclass
 class LaunchConfig:
     dry_run: bool = False  # print the process plan and exit without touching hardware
+    # Issue 18: run probe_steps real steps, write probe.json (time, memory, predictions) and exit (training/probe.py).
+    probe: bool = False
+    probe_steps: int = 20
 
 
 @dataclass

@@ -14,11 +14,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ContextManager, Iterable, List, Optional, Sequence
+from typing import Any, ContextManager, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
 from ..config.errors import ConfigError
+from . import memory
 from .npu_pairing import imported_pairing_problem, installed_pairing_problem
 
 log = logging.getLogger("resnext")
@@ -131,6 +132,28 @@ class Device:
         accelerator = self._accelerator()
         if accelerator is not None:
             accelerator.synchronize(self.index)
+
+    def _allocator(self) -> Optional[ModuleType]:
+        """torch.cuda / torch.npu when tensors really live on the card (not the CPU stand-in of torch_npu)."""
+        return None if self.torch_device.type == "cpu" else self._accelerator()
+
+    def reset_peak_memory(self) -> None:
+        allocator = self._allocator()
+        if allocator is not None:
+            allocator.reset_peak_memory_stats(self.index)
+
+    def peak_memory(self) -> int:
+        """Bytes at most in use: the allocator's peak on a card, the process's peak RSS on cpu."""
+        allocator = self._allocator()
+        return memory.peak_rss_bytes() if allocator is None else int(allocator.max_memory_allocated(self.index))
+
+    def free_memory(self) -> Tuple[Optional[int], Optional[int]]:
+        """(free, total) bytes left on the card (mem_get_info), or RAM available on cpu."""
+        allocator = self._allocator()
+        if allocator is None:
+            return memory.available_ram()
+        free, total = allocator.mem_get_info(self.index)
+        return int(free), int(total)
 
     def autocast(self, dtype: Optional[torch.dtype]) -> ContextManager:
         if dtype is None:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config.errors import ConfigError
 from .results import read_json
+from .probe_summary import write_probe_summary
 from .summary import write_summary
 
 log = logging.getLogger("resnext")
@@ -92,6 +93,7 @@ class SweepSummary(Callback):
         with _logged_not_raised(sweep_dir):
             write_summary(sweep_dir)
             log.info("sweep summary: %s", sweep_dir / "summary.md")
+            write_probe_summary(sweep_dir, config.hydra.get("launcher"))  # launch.probe=true: the sweep's cost
 
 
 def job_devices(pool: Sequence[int], groups: int, job_num: int, group_size: Optional[int] = None) -> List[int]:

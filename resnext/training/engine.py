@@ -37,6 +37,7 @@ class LoopSettings:
     accum_steps: int = 1  # micro-batches per optimizer step (optim.accum_steps, resolved)
     # Rank 0's per-step sink (TensorBoard), called every print_freq steps with (global step, scalars).
     on_step: Optional[Callable[[int, Dict[str, float]], None]] = None
+    eta: Optional[Any] = None  # training/eta.py's Eta: the time left for the whole run, in the step log line
 
 
 def _progress(loader: Any, total: int, enabled: bool, desc: str) -> Any:
@@ -121,9 +122,12 @@ def train_one_epoch(model: nn.Module, loader: Any, criterion: nn.Module, optimiz
                 raise NonFiniteLossError(
                     f"loss is {loss_value} at epoch {epoch} step {step + 1}: lower optim.lr, add warm-up "
                     "(schedule.warmup_epochs) or use amp=fp16 with loss scaling; the last checkpoint is intact")
-            if ctx.is_main and not show_bar:
-                log.info("Epoch: [%d][%d/%d] lr %.5f loss %.4f (%.4f) FPS %.1f", epoch, step + 1, steps,
-                         lr, loss_value, totals.running_loss(), throughput.fps)
+            eta = f" {settings.eta.text()}" if settings.eta is not None else ""
+            if show_bar:
+                batches.set_postfix_str(f"loss {loss_value:.4f}{eta}", refresh=False)
+            elif ctx.is_main:
+                log.info("Epoch: [%d][%d/%d] lr %.5f loss %.4f (%.4f) FPS %.1f%s", epoch, step + 1, steps,
+                         lr, loss_value, totals.running_loss(), throughput.fps, eta)
             if ctx.is_main and settings.on_step is not None:
                 settings.on_step(epoch * steps + step + 1, {"loss": loss_value, "lr": lr, "fps": throughput.fps})
     ctx.device.synchronize()

@@ -13,7 +13,8 @@ import random
 import statistics
 import sys
 import time
-from typing import Any, Dict, List
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from ..data import build_loaders
 from ..data.robust import SkipReport
 from ..runtime.devices import RankContext
 from .divergence import DivergenceWatch
+from .eta import Eta
 from .losses import build_criterion
 from .engine import LoopSettings, evaluate, train_one_epoch
 from ..loggers import open_sinks
@@ -95,26 +97,55 @@ def _checkpoint_state(cfg: DictConfig, model: nn.Module, optimizer, scheduler, a
     }
 
 
-def fit(cfg: DictConfig, ctx: RankContext) -> float:
-    started = time.time()
+@dataclass
+class Components:
+    """What one rank trains with, built from the config: shared by `fit` and the probe (resnext/training/probe.py)."""
+
+    loaders: Any
+    model: nn.Module  # on its device, amp-prepared, not DDP-wrapped
+    optimizer: torch.optim.Optimizer
+    amp: MixedPrecision
+    scheduler: Any
+    make_scheduler: Callable[[], Any]  # a resume with another schedule length rebuilds it
+    criterion: nn.Module
+    ema: Any
+    result_key: str
+    steps_per_epoch: int
+    lr: float
+    cfg: DictConfig  # the run's config with the batch resolved (batch_fit.resolve): use it from here on
+    batch: Any  # batch_fit.BatchPlan: global batch, per-device micro-batch, accum_steps, how they were chosen
+
+
+# cfg below is batch_fit.resolve's: dataset.batch_size and optim.accum_steps are numbers there, never "auto".
+
+def run_loaders(cfg: DictConfig, ctx: RankContext, seed: int):
+    """The loaders yield micro-batches: optim.accum_steps of them make one optimizer step."""
+    return build_loaders(cfg.dataset, seed=seed, rank=ctx.rank, world_size=ctx.world_size, device_type=ctx.device.type,
+                         channels_last=use_channels_last(cfg.model, ctx.device.type), run_dir=ctx.run_dir,
+                         accum_steps=int(cfg.optim.accum_steps))
+
+
+def epoch_steps(cfg: DictConfig, loaders) -> int:
+    """Optimizer steps per epoch: the loader's micro-batches // accum_steps, or fewer with max_steps_per_epoch."""
+    steps = len(loaders.train) // int(cfg.optim.accum_steps)
+    return steps if cfg.max_steps_per_epoch is None else min(steps, cfg.max_steps_per_epoch)
+
+
+def build_components(cfg: DictConfig, ctx: RankContext) -> Components:
+    """Seed, then loaders, model, optimizer, amp, schedule, loss and EMA exactly as the run uses them."""
     ctx.device.activate()
     apply_tf32(cfg.amp, ctx.device.type)
     cfg, batch = batch_fit.resolve(cfg, ctx)  # batch_size / accum_steps auto: searched (or reused) before seeding
     seed = cfg.seed if cfg.seed is not None else 0
     seed_everything(seed, ctx, cfg.deterministic)
 
-    loaders = build_loaders(cfg.dataset, seed=seed, rank=ctx.rank, world_size=ctx.world_size,
-                            device_type=ctx.device.type,
-                            channels_last=use_channels_last(cfg.model, ctx.device.type), run_dir=ctx.run_dir,
-                            accum_steps=batch.accum_steps)
+    loaders = run_loaders(cfg, ctx, seed)
     model = _prepare_model(cfg, build_model(cfg.model, loaders.num_classes), ctx)
     lr = effective_lr(cfg.optim, cfg.dataset.batch_size)
     optimizer = build_optimizer(cfg.optim, model, ctx.device, lr)
     amp = MixedPrecision(cfg.amp, ctx.device)
     model, optimizer = amp.prepare(model, optimizer)
-    steps_per_epoch = len(loaders.train) // batch.accum_steps  # optimizer steps: the loader yields micro-batches
-    if cfg.max_steps_per_epoch is not None:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    steps_per_epoch = epoch_steps(cfg, loaders)
     def make_scheduler():
         return build_scheduler(cfg.schedule, optimizer, cfg.epochs, steps_per_epoch)
 
@@ -127,6 +158,31 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
                  cfg.model.arch, sum(p.numel() for p in model.parameters()) / 1e6, loaders.num_classes,
                  batch.describe(), lr,
                  f" (optim.lr {cfg.optim.lr} scaled {cfg.optim.lr_scaling})" if lr != cfg.optim.lr else "")
+    return Components(loaders, model, optimizer, amp, scheduler, make_scheduler, criterion, ema, result_key,
+                      steps_per_epoch, lr, cfg, batch)
+
+
+def training_model(cfg: DictConfig, model: nn.Module, ctx: RankContext) -> nn.Module:
+    """The module the training steps run: DDP-wrapped across ranks, compiled if model.compile."""
+    train_model = _wrap_ddp(model, ctx)
+    if cfg.model.compile:
+        train_model = torch.compile(train_model)
+    return train_model
+
+
+def loop_settings(cfg: DictConfig, ctx: RankContext) -> LoopSettings:
+    return LoopSettings(
+        print_freq=cfg.print_freq, fps_warmup_steps=cfg.fps_warmup_steps, max_steps=cfg.max_steps_per_epoch,
+        progress_bar=sys.stdout.isatty() if cfg.progress_bar is None else cfg.progress_bar,
+        channels_last=use_channels_last(cfg.model, ctx.device.type), accum_steps=int(cfg.optim.accum_steps))
+
+
+def fit(cfg: DictConfig, ctx: RankContext) -> float:
+    started = time.time()
+    parts = build_components(cfg, ctx)
+    loaders, model, optimizer, amp, scheduler = parts.loaders, parts.model, parts.optimizer, parts.amp, parts.scheduler
+    make_scheduler, criterion, ema, result_key = parts.make_scheduler, parts.criterion, parts.ema, parts.result_key
+    steps_per_epoch, cfg, batch = parts.steps_per_epoch, parts.cfg, parts.batch
 
     # -1 until the first validation, so the first validated epoch always writes model_best.
     start_epoch, start_step, best_acc1 = 0, 0, -1.0
@@ -144,13 +200,8 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
         if ctx.is_main:
             log.info("%s", resume.describe_start(resume_path, state, cfg.evaluate))
 
-    train_model = _wrap_ddp(model, ctx)
-    if cfg.model.compile:
-        train_model = torch.compile(train_model)
-    settings = LoopSettings(
-        print_freq=cfg.print_freq, fps_warmup_steps=cfg.fps_warmup_steps, max_steps=cfg.max_steps_per_epoch,
-        progress_bar=sys.stdout.isatty() if cfg.progress_bar is None else cfg.progress_bar,
-        channels_last=use_channels_last(cfg.model, ctx.device.type), accum_steps=batch.accum_steps)
+    train_model = training_model(cfg, model, ctx)
+    settings = loop_settings(cfg, ctx)
 
     if cfg.evaluate:
         # The unwrapped module: each rank evaluates its own shard, no DDP collectives in the forward.
@@ -186,16 +237,19 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
     guard = preempt.StepGuard(cfg.checkpoint, ctx.is_main, ctx.distributed, save_mid_epoch, watchdog.beat)
     reporter = TrialReporter(cfg.sweep.trial, ctx)  # hydra/sweeper=resnext: Acc@1 to the trial, pruned or not
     epochs_done, pruned_at = start_epoch, None
+    eta = Eta((cfg.epochs - start_epoch) * steps_per_epoch - start_step, cfg.epochs - start_epoch, cfg.fps_warmup_steps)
+    settings.eta = eta
     # The writer closes the tracked runs however this block ends (finished, failed, preempted).
     with watchdog if ctx.distributed else contextlib.nullcontext(), guard, writer or contextlib.nullcontext():
         for epoch in range(start_epoch, cfg.epochs):
             epoch_start = time.time()
+            eta.begin_epoch()
             first_step = start_step if epoch == start_epoch else 0
             loaders.set_epoch(epoch, first_step * batch.accum_steps)  # in micro-batches
             lr_now = optimizer.param_groups[0]["lr"]
             train_stats = train_one_epoch(train_model, guard.watch(loaders.train), criterion, optimizer, scheduler,
                                           amp, ctx, epoch, settings, first_step,
-                                          _after_step(ema, guard.for_epoch(epoch), epoch))
+                                          eta.counting(_after_step(ema, guard.for_epoch(epoch), epoch)))
             val_stats = evaluate(model, loaders.val, criterion, amp, ctx, settings) if cfg.validate else {}
             if ema is not None and cfg.validate:
                 val_stats.update(ema.validate(loaders.val, criterion, amp, ctx, settings))
@@ -214,10 +268,14 @@ def fit(cfg: DictConfig, ctx: RankContext) -> float:
                 if cfg.checkpoint.save in ("all", "last"):
                     checkpoint.keep_epoch_copy(ctx.run_dir, epoch, cfg.checkpoint.keep_last)
             watchdog.beat()
+            eta.end_epoch()
             epochs_done = epoch + 1
             if reporter.should_stop(epochs_done, val_stats.get(result_key), cfg.epochs):  # after the checkpoint: complete run
                 pruned_at = epochs_done
                 break
+            if ctx.is_main:
+                log.info("Epoch: [%d] done in %.1f s; %s for the %d epoch(s) left", epoch, time.time() - epoch_start,
+                         eta.text(), cfg.epochs - epoch - 1)
     best_acc1 = max(best_acc1, 0.0)  # 0 when no epoch was validated
     if ctx.is_main:
         _write_result(ctx, best_acc1, record, fps_per_epoch, time.time() - started, divergence.warnings,
