@@ -35,7 +35,7 @@ CONFIGS: Dict[str, List[str]] = {
                                              "dataset.val_subset=100", "max_steps_per_epoch=8", "epochs=2"],
     "synthetic 32 px, batch 32, 2 ranks gloo": [*SYNTHETIC, "device=cpu", "device.nprocs=2", "distributed=spawn"],
 }
-PROBE_STEPS = 8
+PROBE_STEPS = 8  # --probe-steps: 8 is one epoch of these configurations; 20 (the key's default) spans epochs
 
 
 def _train(args: List[str], run_dir: Path) -> None:
@@ -44,10 +44,10 @@ def _train(args: List[str], run_dir: Path) -> None:
                    stdout=subprocess.DEVNULL)
 
 
-def measure(name: str, overrides: List[str], work: Path) -> Dict[str, float]:
+def measure(name: str, overrides: List[str], work: Path, probe_steps: int = PROBE_STEPS) -> Dict[str, float]:
     load = os.getloadavg()
     probe_dir, run_dir = work / f"{len(list(work.iterdir()))}-probe", work / f"{len(list(work.iterdir()))}-run"
-    _train([*overrides, *QUIET, "launch.probe=true", f"launch.probe_steps={PROBE_STEPS}"], probe_dir)
+    _train([*overrides, *QUIET, "launch.probe=true", f"launch.probe_steps={probe_steps}"], probe_dir)
     _train([*overrides, *QUIET], run_dir)
     predicted = json.loads((probe_dir / "probe.json").read_text())
     epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -75,6 +75,7 @@ def row(r: Dict[str, float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="run the configurations whose name contains this")
+    parser.add_argument("--probe-steps", type=int, default=PROBE_STEPS, help="launch.probe_steps of the probes")
     parser.add_argument("--out", type=Path, help="keep the run directories here (default: a temporary directory)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,7 +91,7 @@ def main() -> None:
             if "{folder}" in " ".join(overrides) and not folder.is_dir():
                 subprocess.run([sys.executable, str(HERE / "digits_folder.py"), str(folder)], check=True,
                                stdout=subprocess.DEVNULL)
-            print(row(measure(name, [o.format(folder=folder) for o in overrides], work)), flush=True)
+            print(row(measure(name, [o.format(folder=folder) for o in overrides], work, args.probe_steps)), flush=True)
 
 
 if __name__ == "__main__":
