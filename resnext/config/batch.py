@@ -91,8 +91,10 @@ class BatchPlan:
     chosen_by: str = "config"  # config | search | reused (auto_batch.json of this run directory)
 
     def describe(self) -> str:
-        return (f"global batch {self.global_batch} = {self.micro_batch} per device x {self.world_size} rank(s) x "
-                f"{self.accum_steps} micro-step(s)")
+        # As the line was before accumulation: scripts/_train_common.sh reads the word after "batch", and the
+        # ModelZoo performance summary reads "key = value" lines, so no " = " here.
+        return (f"global batch {self.global_batch} ({self.micro_batch} per device x {self.world_size} rank(s) x "
+                f"{self.accum_steps} micro-step(s))")
 
 
 def static_plan(cfg: Any, world_size: int) -> Optional[BatchPlan]:

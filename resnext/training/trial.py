@@ -77,7 +77,7 @@ def open_storage(url: str, heartbeat_s: Optional[int] = None) -> Any:
         kwargs.update(heartbeat_interval=int(heartbeat_s), grace_period=3 * int(heartbeat_s),
                       heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        return _rdb_storage(url, kwargs)
     except ImportError as err:  # the dialect's driver; Optuna re-raises it without the name, which its cause has
         missing = _missing_module(err)
         fix = f": pip install {_DRIVERS.get(missing, missing)}" if missing else ""
@@ -86,6 +86,23 @@ def open_storage(url: str, heartbeat_s: Optional[int] = None) -> Any:
     except Exception as err:  # noqa: BLE001 - SQLAlchemy's ArgumentError, OperationalError ...: one line
         first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise ConfigError(f"hydra.sweeper.storage={hide_password(url)} cannot be opened: {first}") from None
+
+
+def _rdb_storage(url: str, kwargs: Dict[str, Any], tries: int = 3) -> Any:
+    """RDBStorage, tried again when another process was creating the same fresh database at that moment (its
+    tables or alembic_version row appear between our check and our insert: an IntegrityError or "already
+    exists"); the second try finds them made."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(tries - 1):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, OperationalError) as err:
+            if not (isinstance(err, IntegrityError) or "already exists" in str(err)):
+                raise
+            time.sleep(0.5 + attempt)
+    return optuna.storages.RDBStorage(url, **kwargs)
 
 
 def _missing_module(err: BaseException) -> Optional[str]:
