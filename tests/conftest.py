@@ -99,6 +99,17 @@ def cli_in_process(monkeypatch: pytest.MonkeyPatch, cwd: Path, args: Sequence[st
     return 0
 
 
+def refusal_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, cwd: Path, args: Sequence[str],
+                 command: str = "train") -> str:
+    """Run the CLI in-process, assert it refused (exit 2) in exactly one line, and return that line (a refusal
+    is logged once a run in this process has set up logging, so the line may start with the log's prefix)."""
+    code = cli_in_process(monkeypatch, cwd, args, command)
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).strip().splitlines()
+    assert code == 2 and len(lines) == 1, f"exit {code}, {len(lines)} lines:\n" + "\n".join(lines)
+    return lines[0]
+
+
 def find_run_dir(cwd: Path) -> Path:
     """The single Hydra run directory under cwd/outputs."""
     runs = [p.parent for p in (cwd / "outputs").glob("*/*/.hydra")]

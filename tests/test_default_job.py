@@ -64,10 +64,24 @@ def test_readme_quotes_the_measured_default_job_and_the_recipe_is_the_one_measur
     measure = load_script("measure_default_job")
     recorded = json.loads(measure.RECORD.read_text())
     readme = (REPO / "README.md").read_text()
-    quick_start = readme[readme.index("## Quick start"):readme.index("## Composing a run")]
-    assert f"{recorded['wall_time_s']} s" in quick_start
-    assert f"Acc@1 {recorded['best_acc1']}%" in quick_start
-    assert f"{recorded['acc1_per_epoch'][1]}% after its second epoch" in quick_start
+    quick_start = " ".join(readme[readme.index("## Quick start"):readme.index("## Composing a run")].split())
+    spread = recorded["spread"]
+    assert len(recorded["runs"]) >= 3, "one run of a job that is not bit-reproducible is not a figure"
+
+    def span(low_high, unit=""):
+        low, high = low_high
+        return f"{low}{unit}" if low == high else f"{low}-{high}{unit}"
+
+    assert f"{len(recorded['runs'])} runs" in quick_start
+    assert f"{span(spread['wall_time_s'])} s" in quick_start
+    assert f"Acc@1 {span(spread['best_acc1'], '%')}" in quick_start
+    assert f"{span(spread['acc1_per_epoch'][0], '%')} after the first epoch" in quick_start
+    assert f"{span(spread['acc1_per_epoch'][1], '%')} after the second" in quick_start
+    assert f"{span(spread['others_cpu_share'])} of a core" in quick_start
+    assert ("bit-identical" in quick_start) == spread["bit_identical"]
+    for run in recorded.get("other_torch", []):  # other builds of torch: each run's curve, by version
+        curve = "/".join(str(acc) for acc in run["acc1_per_epoch"])
+        assert f"torch {run['torch'].split('+')[0]}: {curve}%" in quick_start
     now = measure.recipe_fingerprint()
     assert now["synthetic_data_sha256"] == recorded["synthetic_data_sha256"], \
         "the synthetic data changed: run python scripts/measure_default_job.py --record and update README"

@@ -46,6 +46,14 @@ def test_loader_workers_are_capped_at_the_cores_per_rank_in_one_line(monkeypatch
     assert launch.plan(compose_config(["dataset=folder", "dataset.workers=2", "device=cpu"])).notes == ()
 
 
+def test_a_ranks_core_budget_counts_the_ranks_on_its_node_not_the_whole_job(monkeypatch, launcher_env):
+    """Two nodes of four ranks on 16 cores: 4 cores per rank, not 16 // 8 = 2 (DALI threads, the probe's advice)."""
+    monkeypatch.setattr(devices, "available_cores", lambda: 16)
+    assert devices.node_cores_per_rank(world_size=8) == 2  # no launcher says otherwise: all ranks on this node
+    launcher_env({"LOCAL_WORLD_SIZE": "4"})
+    assert devices.node_cores_per_rank(world_size=8) == 4
+
+
 def test_fp16_on_cpu_runs_with_a_note_naming_bf16():
     """Slower than fp32 on a CPU (3 img/s against 10-15): said before the run, not refused (seed_1p uses fp16)."""
     [note] = launch.plan(compose_config(["amp=fp16", "device=cpu"])).notes

@@ -84,6 +84,24 @@ def test_a_storage_without_its_driver_names_it_and_hides_the_password() -> None:
     assert "secret" not in str(refused.value)
 
 
+def test_the_storage_password_reaches_the_job_through_the_environment_not_its_files(monkeypatch) -> None:
+    """A job's overrides land in its .hydra/ files: they carry the URL with *** and the job gets the whole URL
+    from the sweeper's environment, only when it is the same URL; without it, one clear line."""
+    from resnext.training.trial import STORAGE_ENV, job_storage_url, storage_for_jobs
+
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    url = "postgresql://me:secret@db.example:5432/optuna"
+    shown = storage_for_jobs(url)
+    assert shown == "postgresql://me:***@db.example:5432/optuna" and job_storage_url(shown) == url
+    with pytest.raises(ConfigError, match=f"{STORAGE_ENV} in this job's environment names another storage"):
+        job_storage_url("postgresql://me:***@other.example/optuna")  # another URL never gets this password
+    sqlite = "sqlite:////shared/optuna.db"
+    assert storage_for_jobs(sqlite) == sqlite and job_storage_url(sqlite) == sqlite  # nothing to hide
+    monkeypatch.delenv(STORAGE_ENV)
+    with pytest.raises(ConfigError, match=f"its password is hidden and {STORAGE_ENV} is not in this job's env"):
+        job_storage_url(shown)
+
+
 def test_a_changed_search_space_is_refused(tmp_path: Path) -> None:
     from resnext.sweeps.study import open_study, parse_search_space
     from resnext.training.trial import open_storage

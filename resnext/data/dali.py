@@ -17,7 +17,6 @@ batch (data/mixing.py), repeated augmentation through the RASampler's order.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
@@ -28,7 +27,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from ..config.errors import ConfigError
 from ..config.eval_size import val_crop, val_resize
-from ..runtime.devices import cores_per_rank
+from ..runtime.devices import node_cores_per_rank
 from . import dali_augment
 from .checks import dataset_root
 from .mixing import SeededMixing
@@ -289,7 +288,7 @@ def list_samples(dcfg) -> Tuple[Samples, Samples, List[str]]:
 
 def default_threads(world_size: int) -> int:
     """The cores of this node divided by the ranks on it (LOCAL_WORLD_SIZE under torchrun)."""
-    return cores_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
+    return node_cores_per_rank(world_size)
 
 
 def pipeline_settings(dcfg, batch: int, world_size: int, device_type: str, channels_last: bool) -> PipelineSettings:

@@ -281,6 +281,12 @@ def cores_per_rank(local_ranks: int) -> int:
     return max(1, available_cores() // max(1, local_ranks))
 
 
+def node_cores_per_rank(world_size: int) -> int:
+    """cores_per_rank for the ranks on this node: LOCAL_WORLD_SIZE where the launcher says (torchrun, several
+    nodes), else all world_size ranks are taken to share this node."""
+    return cores_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
+
+
 def local_devices(dcfg, kind: str) -> List[Device]:
     """The device of each process this node starts: nprocs CPUs, or one per card of device_list."""
     if kind == "cpu":

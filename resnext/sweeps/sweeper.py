@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..config.errors import ConfigError
-from ..training.trial import PRUNERS, build_pruner, hide_password, open_storage
+from ..training.trial import PRUNERS, build_pruner, hide_password, open_storage, storage_for_jobs
 from . import slots, study as study_room
 from .callback import job_devices, visible_device_count
 from .results import read_json
@@ -107,7 +107,7 @@ class SweeperImpl:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         url = self.storage_url or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
         storage = open_storage(url, heartbeat_s=self.heartbeat_s)
-        self.storage_url = url
+        self.storage_url, self.job_storage = url, storage_for_jobs(url)
         sampler = study_room.build_sampler(self.sampler_name, self.seed, self.space)
         self.study = study_room.open_study(storage, self.study_name, sampler, self.pruner_spec, self.direction,
                                            self.space)
@@ -212,7 +212,8 @@ class SweeperImpl:
         lines = [f"{key}={value}" for key, value in self.space.fixed.items()]
         lines += [f"{key}={value!r}" if isinstance(value, float) else f"{key}={value}"
                   for key, value in trial.params.items()]
-        lines += [f"sweep.trial.storage={_quote(self.storage_url)}", f"sweep.trial.study_name={_quote(self.study_name)}",
+        lines += [f"sweep.trial.storage={_quote(self.job_storage)}",
+                  f"sweep.trial.study_name={_quote(self.study_name)}",
                   f"sweep.trial.number={trial.number}", f"sweep.trial.slot={slot}"]
         if self.spread:
             lines.append(f"device.spread_jobs={self.spread}")

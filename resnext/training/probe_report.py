@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig
 
 from ..data import resolve_loader
-from ..runtime.devices import cores_per_rank
+from ..runtime.devices import node_cores_per_rank
 from .eta import clock
 
 log = logging.getLogger("resnext")
@@ -67,7 +67,7 @@ def _verdict(cfg: DictConfig, world_size: int, measured: Dict[str, Any], step_s:
     train_rate = per_rank / step_s
     loader_rate = measured["loader"]["images_per_s_per_rank"]
     workers = cfg.dataset.workers
-    knobs = f"raise dataset.workers (now {workers}; this node has {cores_per_rank(world_size)} core(s) per rank)"
+    knobs = f"raise dataset.workers (now {workers}; this node has {node_cores_per_rank(world_size)} core(s) per rank)"
     if resolve_loader(cfg.dataset)[0] == "torch":
         knobs += " or use dataset.loader=dali (JPEG folders)"
     if loader_rate is None:

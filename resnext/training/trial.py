@@ -13,6 +13,7 @@ alone talks to the storage; its decision is broadcast so every rank leaves the l
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -60,6 +61,34 @@ def hide_password(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - not a URL SQLAlchemy parses: the storage check names the problem
         return url
+
+
+# The storage URL with its password, handed from the sweeper to its jobs through the environment: a job's
+# overrides are written to its .hydra/ files, so they carry the URL with the password hidden.
+STORAGE_ENV = "RESNEXT_SWEEP_STORAGE"
+
+
+def storage_for_jobs(url: str) -> str:
+    """What the jobs' `sweep.trial.storage` override says: the URL without its password; the whole URL goes
+    into this process's environment, which the in-process, joblib and submitit launchers pass on."""
+    shown = hide_password(url)
+    if shown != url:
+        os.environ[STORAGE_ENV] = url
+    return shown
+
+
+def job_storage_url(url: str) -> str:
+    """The storage a job opens: the sweeper's whole URL from the environment when it is this URL with its
+    password hidden; otherwise `url` as given."""
+    handed = os.environ.get(STORAGE_ENV)
+    if handed and hide_password(handed) == url:
+        return handed
+    if hide_password(url) != url or "***" not in url:
+        return url
+    why = f"{STORAGE_ENV} in this job's environment names another storage" if handed else \
+        f"{STORAGE_ENV} is not in this job's environment"
+    raise ConfigError(f"sweep.trial.storage={url}: its password is hidden and {why}: launch the job from its "
+                      "sweep (the sweep's launcher passes the environment on)")
 
 
 def open_storage(url: str, heartbeat_s: Optional[int] = None) -> Any:
@@ -133,7 +162,8 @@ class TrialReporter:
     def _load(trial_cfg: Any) -> Any:
         import optuna
 
-        study = optuna.load_study(study_name=str(trial_cfg.study_name), storage=open_storage(str(trial_cfg.storage)))
+        storage = open_storage(job_storage_url(str(trial_cfg.storage)))
+        study = optuna.load_study(study_name=str(trial_cfg.study_name), storage=storage)
         study.pruner = build_pruner(study.user_attrs.get("pruner", {"name": "none"}))
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(trial_cfg.number))
         return optuna.trial.Trial(study, trial_id)
