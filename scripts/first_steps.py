@@ -1,54 +1,47 @@
-"""Mean training loss of the first N steps of a recipe: the number that shows whether a recipe starts well.
+"""Training loss of the first N steps of a recipe: the number that shows whether a recipe starts well.
 
 python scripts/first_steps.py [--steps 10] [hydra overrides ...]
 
-It composes the same config `python -m resnext.train <overrides>` would run and builds the same model,
-loader, optimizer and per-iteration schedule (the schedule's length comes from the full run, so warm-up
-is the recipe's), then trains the first N steps on CPU and prints each step's loss and lr.
+It composes the same config `python -m resnext.train <overrides>` would run and trains its first N optimizer
+steps on CPU with the run's own setup and loop (resnext.training.trainer.build_components, engine.train_one_epoch):
+the batch resolved as the run resolves it (auto too), gradient accumulation, the per-iteration schedule whose
+length comes from the full run (so warm-up is the recipe's). It prints each step's lr and loss (with
+optim.accum_steps > 1, the loss of the step's last micro-batch) and their mean.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
+import tempfile
+from pathlib import Path
 
-import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from torch import nn
 
 from resnext.config.schema import register_configs
-from resnext.data import build_loaders
-from resnext.runtime.devices import Device
-from resnext.models.build import build_model
-from resnext.training.optim import build_optimizer, build_scheduler, effective_lr
+from resnext.runtime.devices import Device, RankContext
+from resnext.training.engine import train_one_epoch
+from resnext.training.trainer import build_components, loop_settings
 
 
 def first_losses(overrides, steps: int):
+    """[(step, lr, loss)] of the first `steps` optimizer steps of epoch 0."""
     register_configs()
     GlobalHydra.instance().clear()  # callable after another compose in the same process (tests)
     with initialize_config_module(config_module="resnext.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
-    seed = cfg.seed if cfg.seed is not None else 0
-    torch.manual_seed(seed)
-    loaders = build_loaders(cfg.dataset, seed=seed, rank=0, world_size=1, device_type="cpu")
-    model = build_model(cfg.model, loaders.num_classes)
-    optimizer = build_optimizer(cfg.optim, model, Device("cpu"), effective_lr(cfg.optim, cfg.dataset.batch_size))
-    scheduler = build_scheduler(cfg.schedule, optimizer, cfg.epochs, len(loaders.train))
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
-    loaders.train_sampler.set_epoch(0)
-    model.train()
     rows = []
-    for step, (images, target) in enumerate(loaders.train):
-        if step >= steps:
-            break
-        lr = optimizer.param_groups[0]["lr"]
-        loss = criterion(model(images), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        rows.append((step, lr, loss.item()))
+    with tempfile.TemporaryDirectory() as run_dir:
+        ctx = RankContext(0, 0, 1, Device("cpu"), Path(run_dir))
+        parts = build_components(cfg, ctx)
+        settings = dataclasses.replace(loop_settings(parts.cfg, ctx), print_freq=1, max_steps=steps,
+                                       progress_bar=False, on_step=lambda step, v: rows.append((step - 1, v["lr"],
+                                                                                                v["loss"])))
+        parts.loaders.train_sampler.set_epoch(0)
+        train_one_epoch(parts.model, parts.loaders.train, parts.criterion, parts.optimizer, parts.scheduler,
+                        parts.amp, ctx, 0, settings)
     return rows
 
 
