@@ -184,7 +184,7 @@ def test_train_refuses_a_damaged_file_with_exit_2(truncated, tmp_path, monkeypat
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.parametrize("tool, args", [(export, ["format=safetensors"]), (predict, ["inputs={image}"])])
+@pytest.mark.parametrize("tool, args", [(export, ["format=torchscript"]), (predict, ["inputs={image}"])])
 def test_export_and_predict_refuse_a_damaged_file_with_exit_2(truncated, tmp_path, capsys, tool, args):
     from PIL import Image
 
@@ -207,7 +207,7 @@ def test_a_checkpoint_that_loads_with_a_garbled_card_is_refused_naming_it(small_
         state["config"] = {"model": 1}
     path = tmp_path / "garbled.pth.tar"
     checkpoint.save_atomic(state, path)
-    assert export.main([f"checkpoint={path}", "format=safetensors"]) == 2
+    assert export.main([f"checkpoint={path}", "format=torchscript"]) == 2  # needs no extra
     err = capsys.readouterr().err
     _one_line_naming(err, path)
     assert "its model card is damaged or not resnext's (missing or wrong: arch" in err

@@ -171,6 +171,7 @@ def test_an_export_with_huge_logits_passes_the_scaled_check(run_dir, tmp_path, c
     assert result["top1_agree"] == result["images"] == export.CHECK_BATCH
 
 
+@needs("safetensors", extra="export")
 def test_a_broken_export_fails_with_both_figures(run_dir, tmp_path, monkeypatch, capsys):
     """The written file's weights differ a little (as a bad write would): the check refuses it, exit 2."""
     import safetensors.torch
