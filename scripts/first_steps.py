@@ -33,12 +33,15 @@ def first_losses(overrides, steps: int):
     with initialize_config_module(config_module="resnext.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
     rows = []
+
+    def record(step: int, values) -> None:  # the loop counts steps from 1
+        rows.append((step - 1, values["lr"], values["loss"]))
+
     with tempfile.TemporaryDirectory() as run_dir:
         ctx = RankContext(0, 0, 1, Device("cpu"), Path(run_dir))
         parts = build_components(cfg, ctx)
         settings = dataclasses.replace(loop_settings(parts.cfg, ctx), print_freq=1, max_steps=steps,
-                                       progress_bar=False, on_step=lambda step, v: rows.append((step - 1, v["lr"],
-                                                                                                v["loss"])))
+                                       progress_bar=False, on_step=record)
         parts.loaders.train_sampler.set_epoch(0)
         train_one_epoch(parts.model, parts.loaders.train, parts.criterion, parts.optimizer, parts.scheduler,
                         parts.amp, ctx, 0, settings)

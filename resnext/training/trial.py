@@ -83,7 +83,8 @@ def job_storage_url(url: str) -> str:
     handed = os.environ.get(STORAGE_ENV)
     if handed and hide_password(handed) == url:
         return handed
-    if hide_password(url) != url or "***" not in url:
+    password_hidden = "***" in url and hide_password(url) == url
+    if not password_hidden:
         return url
     why = f"{STORAGE_ENV} in this job's environment names another storage" if handed else \
         f"{STORAGE_ENV} is not in this job's environment"
